@@ -1,0 +1,1 @@
+"""Experiment scripts that use only minidl's public API."""

@@ -1,0 +1,425 @@
+"""The engine: ``Tensor``, ``Function`` and reverse-mode differentiation.
+
+A ``Tensor`` wraps an array (NumPy or CuPy) and remembers the ``Function`` that
+made it.  Each ``Function`` subclass implements ``forward`` and ``backward`` on
+raw arrays, side by side (see ``minidl/ops``).  ``Tensor.backward`` walks the
+graph in reverse topological order, iteratively (no recursion, so a chain of any
+length works), sums gradients where a tensor is used twice, accumulates into
+leaves' ``.grad`` and frees the graph unless ``retain_graph=True``.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import numpy as np
+
+from minidl import backend
+
+# ----------------------------------------------------------------- grad mode
+_state = threading.local()
+
+
+def is_grad_enabled() -> bool:
+    return getattr(_state, "enabled", True)
+
+
+@contextlib.contextmanager
+def _grad_mode(enabled: bool):
+    prev = is_grad_enabled()
+    _state.enabled = enabled
+    try:
+        yield
+    finally:
+        _state.enabled = prev
+
+
+def no_grad():
+    """Context manager (and decorator) under which no graph is recorded."""
+    return _grad_mode(False)
+
+
+def enable_grad():
+    return _grad_mode(True)
+
+
+# ----------------------------------------------------------------- dtypes
+float32 = np.dtype("float32")
+float64 = np.dtype("float64")
+int64 = np.dtype("int64")
+_default_dtype = float32
+
+
+def set_default_dtype(dtype):
+    global _default_dtype
+    _default_dtype = np.dtype(dtype)
+
+
+def get_default_dtype():
+    return _default_dtype
+
+
+def _as_array(data, dtype=None, device=None):
+    """Turn user data into an array on ``device``.  Python floats and lists of floats
+    become the default dtype (float32), as in ``torch.tensor``; arrays keep theirs."""
+    if isinstance(data, Tensor):
+        data = data.data
+    if backend.is_array(data):
+        arr = data if dtype is None else data.astype(dtype, copy=False)
+    else:
+        arr = np.asarray(data)
+        if dtype is not None:
+            arr = arr.astype(dtype, copy=False)
+        elif arr.dtype.kind == "f":
+            arr = arr.astype(_default_dtype, copy=False)
+        elif arr.dtype.kind in "iu" and not isinstance(data, np.generic):
+            arr = arr.astype(int64, copy=False)
+    if device is not None:
+        arr = backend.to_device(arr, device)
+    return arr
+
+
+# ----------------------------------------------------------------- Function
+OP_REGISTRY: dict[str, type] = {}
+"""Every differentiable op, by name; the test suite checks each has a gradient check."""
+
+
+class Function:
+    """One differentiable operation.
+
+    Subclasses implement ``forward(*arrays) -> array`` and
+    ``backward(grad_output) -> grad_input or tuple of them`` (``None`` for an
+    input that needs no gradient; ``self.needs_input_grad`` says which do).
+    Non-tensor arguments (axis, stride, ...) go to ``__init__``.  Whatever
+    backward needs is stored on ``self`` during forward.
+    """
+
+    name: str | None = None  # registry name; None for abstract helpers
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("name")
+        if name:
+            if name in OP_REGISTRY and OP_REGISTRY[name] is not cls:
+                raise RuntimeError(f"two ops registered as {name!r}: {OP_REGISTRY[name]} and {cls}")
+            OP_REGISTRY[name] = cls
+
+    def __call__(self, *inputs) -> "Tensor":
+        tensors = [x if isinstance(x, Tensor) else None for x in inputs]
+        ref = next((t for t in tensors if t is not None), None)
+        arrays = []
+        for x, t in zip(inputs, tensors):
+            if t is not None:
+                arrays.append(t.data)
+            else:  # a constant (Python scalar or array): take the dtype/device of the tensor inputs
+                arrays.append(_constant_like(x, ref))
+        out = self.forward(*arrays)
+        needs = tuple(t is not None and t.requires_grad for t in tensors)
+        if is_grad_enabled() and any(needs):
+            self.inputs = tensors
+            self.needs_input_grad = needs
+            return Tensor(out, requires_grad=True, _ctx=self)
+        return Tensor(out)
+
+    def forward(self, *xs):
+        raise NotImplementedError
+
+    def backward(self, gy):
+        raise NotImplementedError(f"{type(self).__name__} has no backward")
+
+    def __repr__(self):
+        return f"<{type(self).__name__}>"
+
+
+def _constant_like(x, ref):
+    """A constant operand as an array matching the reference tensor's dtype and device.
+    Python scalars take the tensor's dtype (a scalar never upcasts float32)."""
+    if ref is None:
+        return _as_array(x)
+    xp = backend.get_array_module(ref.data)
+    if isinstance(x, (bool, int, float)) and not isinstance(x, np.generic):
+        dtype = ref.data.dtype if (ref.data.dtype.kind == "f" or isinstance(x, (bool, int))) else None
+        return xp.asarray(x, dtype=dtype)
+    if backend.is_array(x) or isinstance(x, np.generic):
+        return xp.asarray(x)
+    return xp.asarray(_as_array(x))
+
+
+# ----------------------------------------------------------------- Tensor
+class Tensor:
+    """An n-dimensional array that can record the operations applied to it."""
+
+    __array_priority__ = 1000  # so that ndarray + Tensor calls Tensor.__radd__
+
+    def __init__(self, data, requires_grad: bool = False, dtype=None, device=None, _ctx: Function | None = None):
+        self.data = _as_array(data, dtype, device)
+        self.grad: Tensor | None = None
+        self._ctx = _ctx
+        self._freed = False
+        self._retains_grad = False
+        self.requires_grad = bool(requires_grad)
+        if self.requires_grad and self.data.dtype.kind not in "fc":
+            raise TypeError(f"only floating-point tensors can require gradients, got dtype {self.data.dtype}")
+
+    # ---- basic properties
+    @property
+    def shape(self) -> tuple:
+        return self.data.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def device(self) -> str:
+        return backend.device_of(self.data)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._ctx is None
+
+    @property
+    def xp(self):
+        return backend.get_array_module(self.data)
+
+    def size(self, dim=None):
+        return self.data.shape if dim is None else self.data.shape[dim]
+
+    def numel(self) -> int:
+        return int(self.data.size)
+
+    def dim(self) -> int:
+        return self.data.ndim
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        body = np.array2string(backend.to_numpy(self.data), precision=4, separator=", ", prefix="tensor(")
+        extra = "" if self.dtype == float32 else f", dtype={self.dtype}"
+        extra += "" if self.device == "cpu" else f", device='{self.device}'"
+        extra += ", requires_grad=True" if self.requires_grad else ""
+        return f"tensor({body}{extra})"
+
+    # ---- conversion
+    def numpy(self) -> np.ndarray:
+        """A NumPy array of the data (a copy from the GPU; the array itself on the CPU)."""
+        return backend.to_numpy(self.data)
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __bool__(self):
+        return bool(self.item())
+
+    def to(self, device=None, dtype=None) -> "Tensor":
+        """A copy on ``device`` and/or in ``dtype`` (``self`` when nothing changes).
+        The copy is differentiable: gradients flow back to ``self``."""
+        if isinstance(device, (np.dtype, type)) or (isinstance(device, str) and device not in ("cpu",) and not device.startswith("cuda")):
+            device, dtype = None, device
+        out = self
+        if dtype is not None and np.dtype(dtype) != self.dtype:
+            out = ops.cast(out, np.dtype(dtype))
+        if device is not None and backend.check_device(device) != self.device:
+            out = ops.to_device(out, backend.check_device(device))
+        return out
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self):
+        return self.to("cuda")
+
+    def float(self):
+        return self.to(dtype=float32)
+
+    def double(self):
+        return self.to(dtype=float64)
+
+    def astype(self, dtype):
+        return self.to(dtype=dtype)
+
+    # ---- graph
+    def detach(self) -> "Tensor":
+        """The same data, cut from the graph."""
+        return Tensor(self.data)
+
+    def requires_grad_(self, flag: bool = True) -> "Tensor":
+        if not self.is_leaf:
+            raise RuntimeError("requires_grad_ can only change leaf tensors; use detach() first")
+        self.requires_grad = flag
+        return self
+
+    def retain_grad(self):
+        """Keep ``.grad`` on this non-leaf tensor after backward."""
+        self._retains_grad = True
+
+    def zero_grad(self):
+        self.grad = None
+
+    def backward(self, gradient=None, retain_graph: bool = False):
+        """Reverse-mode differentiation of this tensor with respect to every leaf
+        that requires a gradient.  ``gradient`` is dL/dself; it may be omitted only
+        for a tensor with one element."""
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad "
+                               "(no input of the computation has requires_grad=True)")
+        xp = self.xp
+        if gradient is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"backward() without a gradient needs a tensor with one element, got shape "
+                                   f"{self.shape}; pass gradient= of that shape (e.g. loss.sum() first)")
+            g = xp.ones_like(self.data)
+        else:
+            g = _as_array(gradient, dtype=self.dtype)
+            g = xp.asarray(g)
+            if g.shape != self.shape:
+                raise ValueError(f"backward(): gradient has shape {g.shape}, expected the tensor's shape {self.shape}")
+        _run_backward(self, g, retain_graph)
+
+    # ---- operators (defined in minidl/ops)
+    def __add__(self, o): return ops.add(self, o)
+    def __radd__(self, o): return ops.add(o, self)
+    def __sub__(self, o): return ops.sub(self, o)
+    def __rsub__(self, o): return ops.sub(o, self)
+    def __mul__(self, o): return ops.mul(self, o)
+    def __rmul__(self, o): return ops.mul(o, self)
+    def __truediv__(self, o): return ops.div(self, o)
+    def __rtruediv__(self, o): return ops.div(o, self)
+    def __neg__(self): return ops.neg(self)
+    def __pow__(self, o): return ops.pow(self, o)
+    def __rpow__(self, o): return ops.pow(o, self)
+    def __matmul__(self, o): return ops.matmul(self, o)
+    def __rmatmul__(self, o): return ops.matmul(o, self)
+    def __getitem__(self, idx): return ops.getitem(self, idx)
+    def __abs__(self): return ops.abs(self)
+    def __eq__(self, o): return ops.eq(self, o)  # noqa: E704
+    def __ne__(self, o): return ops.ne(self, o)
+    def __lt__(self, o): return ops.lt(self, o)
+    def __le__(self, o): return ops.le(self, o)
+    def __gt__(self, o): return ops.gt(self, o)
+    def __ge__(self, o): return ops.ge(self, o)
+    __hash__ = object.__hash__
+
+    def __iadd__(self, o):
+        self._check_inplace()
+        self.data += _constant_like(o.data if isinstance(o, Tensor) else o, self)
+        return self
+
+    def __isub__(self, o):
+        self._check_inplace()
+        self.data -= _constant_like(o.data if isinstance(o, Tensor) else o, self)
+        return self
+
+    def __imul__(self, o):
+        self._check_inplace()
+        self.data *= _constant_like(o.data if isinstance(o, Tensor) else o, self)
+        return self
+
+    def _check_inplace(self):
+        if self.requires_grad and is_grad_enabled():
+            raise RuntimeError("in-place operation on a tensor that requires grad; wrap it in minidl.no_grad()")
+
+    @property
+    def T(self): return ops.transpose(self)
+
+    def sum(self, axis=None, keepdims=False): return ops.sum(self, axis, keepdims)
+    def mean(self, axis=None, keepdims=False): return ops.mean(self, axis, keepdims)
+    def max(self, axis=None, keepdims=False): return ops.max(self, axis, keepdims)
+    def min(self, axis=None, keepdims=False): return ops.min(self, axis, keepdims)
+    def var(self, axis=None, keepdims=False, correction=1): return ops.var(self, axis, keepdims, correction)
+    def argmax(self, axis=None, keepdims=False): return Tensor(self.data.argmax(axis=axis, keepdims=keepdims))
+    def argmin(self, axis=None, keepdims=False): return Tensor(self.data.argmin(axis=axis, keepdims=keepdims))
+    def reshape(self, *shape): return ops.reshape(self, *shape)
+    def view(self, *shape): return ops.reshape(self, *shape)
+    def transpose(self, *axes): return ops.transpose(self, *axes)
+    def permute(self, *axes): return ops.permute(self, *axes)
+    def flatten(self, start_dim=0, end_dim=-1): return ops.flatten(self, start_dim, end_dim)
+    def squeeze(self, axis=None): return ops.squeeze(self, axis)
+    def unsqueeze(self, axis): return ops.unsqueeze(self, axis)
+    def exp(self): return ops.exp(self)
+    def log(self): return ops.log(self)
+    def sqrt(self): return ops.sqrt(self)
+    def abs(self): return ops.abs(self)
+    def clip(self, min=None, max=None): return ops.clip(self, min, max)
+    clamp = clip
+    def tanh(self): return ops.tanh(self)
+    def sigmoid(self): return ops.sigmoid(self)
+    def relu(self): return ops.relu(self)
+    def softmax(self, axis=-1): return ops.softmax(self, axis)
+    def log_softmax(self, axis=-1): return ops.log_softmax(self, axis)
+
+
+def _run_backward(root: Tensor, grad, retain_graph: bool):
+    # 1. reverse topological order by an iterative depth-first search
+    order, visited, stack = [], set(), [(root, False)]
+    while stack:
+        t, done = stack.pop()
+        if done:
+            order.append(t)
+            continue
+        if id(t) in visited:
+            continue
+        visited.add(id(t))
+        stack.append((t, True))
+        ctx = t._ctx
+        if ctx is not None:
+            if t._freed:
+                raise RuntimeError("Trying to backward through the graph a second time: its saved arrays were "
+                                   "freed after the first backward; pass retain_graph=True to the first call")
+            for inp in ctx.inputs:
+                if inp is not None and inp.requires_grad and id(inp) not in visited:
+                    stack.append((inp, False))
+    # 2. propagate, outputs first; sum gradients of tensors used more than once
+    grads = {id(root): grad}
+    for t in reversed(order):
+        g = grads.pop(id(t), None)
+        if g is None:
+            continue
+        ctx = t._ctx
+        if ctx is None or t._retains_grad:
+            if t.grad is None:
+                t.grad = Tensor(g)
+            else:
+                t.grad.data = t.grad.data + g
+            if ctx is None:
+                continue
+        gxs = ctx.backward(g)
+        if not isinstance(gxs, tuple):
+            gxs = (gxs,)
+        for inp, gx, need in zip(ctx.inputs, gxs, ctx.needs_input_grad):
+            if not need or gx is None:
+                continue
+            if gx.shape != inp.data.shape:
+                raise RuntimeError(f"{type(ctx).__name__}.backward returned a gradient of shape {gx.shape} "
+                                   f"for an input of shape {inp.data.shape}")
+            if gx.dtype != inp.data.dtype:
+                gx = gx.astype(inp.data.dtype)
+            key = id(inp)
+            grads[key] = grads[key] + gx if key in grads else gx
+        if not retain_graph:  # drop saved arrays and links to inputs: memory comes back now
+            ctx.__dict__ = {"inputs": None, "needs_input_grad": ctx.needs_input_grad}
+            t._freed = True
+
+
+def tensor(data, dtype=None, requires_grad=False, device=None) -> Tensor:
+    """Make a tensor from data (lists, scalars, NumPy/CuPy arrays), as ``torch.tensor``."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
+
+
+from minidl import ops  # noqa: E402  (the ops need Tensor and Function, defined above)

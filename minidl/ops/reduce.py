@@ -1,0 +1,112 @@
+"""Reductions over axes: sum, mean, max, min, var (axis = int, tuple or None; keepdims)."""
+from minidl import backend
+from minidl.autograd import Function
+
+
+def normalize_axes(axis, ndim):
+    """``axis`` (None, int or tuple, negative allowed) as a sorted tuple of non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    out = []
+    for a in axes:
+        if not -ndim <= a < max(ndim, 1):
+            raise ValueError(f"axis {a} is out of range for a tensor of {ndim} dimensions")
+        out.append(a % ndim if ndim else 0)
+    return tuple(sorted(set(out)))
+
+
+class _Reduce(Function):
+    def __init__(self, axis=None, keepdims=False):
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        self.axes = normalize_axes(self.axis, x.ndim)
+        return self.reduce(x, self.axes)
+
+    def expand(self, g):
+        """Put the reduced axes back (as size 1) so ``g`` broadcasts against x."""
+        if not self.keepdims:
+            shape = list(self.x_shape)
+            for a in self.axes:
+                shape[a] = 1
+            g = g.reshape(shape)
+        return g
+
+
+class Sum(_Reduce):
+    """y = sum_i x_i;  dx_i = gy"""
+    name = "sum"
+
+    def reduce(self, x, axes):
+        return x.sum(axis=axes, keepdims=self.keepdims)
+
+    def backward(self, gy):
+        xp = backend.get_array_module(gy)
+        return xp.broadcast_to(self.expand(gy), self.x_shape)
+
+
+class Mean(_Reduce):
+    """y = (1/n) sum_i x_i;  dx_i = gy / n"""
+    name = "mean"
+
+    def reduce(self, x, axes):
+        self.n = 1
+        for a in axes:
+            self.n *= x.shape[a]
+        return x.mean(axis=axes, keepdims=self.keepdims)
+
+    def backward(self, gy):
+        xp = backend.get_array_module(gy)
+        return xp.broadcast_to(self.expand(gy) / gy.dtype.type(self.n), self.x_shape)
+
+
+class Max(_Reduce):
+    """y = max_i x_i;  dx_i = gy / (number of maxima) where x_i is a maximum, else 0"""
+    name = "max"
+
+    def reduce(self, x, axes):
+        if x.size == 0:
+            raise ValueError("max of an empty tensor")
+        self.x = x
+        self.y = x.max(axis=axes, keepdims=True)
+        return self.y if self.keepdims else self.y.reshape([s for i, s in enumerate(x.shape) if i not in axes])
+
+    def backward(self, gy):
+        mask = self.x == self.y
+        count = mask.sum(axis=self.axes, keepdims=True).astype(gy.dtype)
+        return mask * (self.expand(gy) / count)
+
+
+class Min(Max):
+    """y = min_i x_i;  dx_i = gy / (number of minima) where x_i is a minimum, else 0"""
+    name = "min"
+
+    def reduce(self, x, axes):
+        if x.size == 0:
+            raise ValueError("min of an empty tensor")
+        self.x = x
+        self.y = x.min(axis=axes, keepdims=True)
+        return self.y if self.keepdims else self.y.reshape([s for i, s in enumerate(x.shape) if i not in axes])
+
+
+class Var(_Reduce):
+    """y = sum_i (x_i - mean)^2 / (n - correction);  dx_i = gy * 2 (x_i - mean) / (n - correction).
+    ``correction=1`` (the default, as in PyTorch) is the unbiased estimate; 0 the population variance."""
+    name = "var"
+
+    def __init__(self, axis=None, keepdims=False, correction=1):
+        super().__init__(axis, keepdims)
+        self.correction = correction
+
+    def reduce(self, x, axes):
+        n = 1
+        for a in axes:
+            n *= x.shape[a]
+        self.denom = x.dtype.type(max(n - self.correction, 0))
+        self.centered = x - x.mean(axis=axes, keepdims=True)
+        return (self.centered * self.centered).sum(axis=axes, keepdims=self.keepdims) / self.denom
+
+    def backward(self, gy):
+        return self.expand(gy) * self.centered * (2 / self.denom)

@@ -1,0 +1,121 @@
+"""Ops that move elements without changing them: reshape, permute, indexing, concatenate, stack."""
+from minidl import backend
+from minidl.autograd import Function, Tensor
+
+
+class Reshape(Function):
+    """y = x viewed with a new shape;  dx = gy viewed with x's shape"""
+    name = "reshape"
+
+    def __init__(self, shape):
+        self.shape = shape
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        try:
+            return x.reshape(self.shape)
+        except ValueError:
+            raise ValueError(f"cannot reshape a tensor of shape {tuple(x.shape)} ({x.size} elements) "
+                             f"into shape {tuple(self.shape)}") from None
+
+    def backward(self, gy):
+        return gy.reshape(self.x_shape)
+
+
+class Permute(Function):
+    """y = x with its axes reordered;  dx = gy with the inverse order"""
+    name = "permute"
+
+    def __init__(self, axes):
+        self.axes = tuple(axes)
+
+    def forward(self, x):
+        if sorted(a % max(x.ndim, 1) for a in self.axes) != list(range(x.ndim)):
+            raise ValueError(f"permute: {self.axes} is not a permutation of the {x.ndim} axes of shape {tuple(x.shape)}")
+        return x.transpose(self.axes)
+
+    def backward(self, gy):
+        inverse = [0] * len(self.axes)
+        for i, a in enumerate(self.axes):
+            inverse[a % len(self.axes)] = i
+        return gy.transpose(inverse)
+
+
+def _plain_index(idx):
+    """Index with Tensors replaced by their arrays."""
+    if isinstance(idx, tuple):
+        return tuple(i.data if isinstance(i, Tensor) else i for i in idx)
+    return idx.data if isinstance(idx, Tensor) else idx
+
+
+def _is_basic(idx):
+    """True for basic indexing (ints, slices, None, Ellipsis): no element is selected twice."""
+    items = idx if isinstance(idx, tuple) else (idx,)
+    return all(i is None or i is Ellipsis or isinstance(i, (int, slice)) for i in items)
+
+
+class GetItem(Function):
+    """y = x[idx];  dx = zeros with gy added at idx (scatter-add when an index repeats)"""
+    name = "getitem"
+
+    def __init__(self, idx):
+        self.idx = _plain_index(idx)
+
+    def forward(self, x):
+        self.x_shape, self.x_dtype = x.shape, x.dtype
+        try:
+            return x[self.idx]
+        except IndexError as e:
+            raise IndexError(f"index {self.idx!r} is invalid for a tensor of shape {tuple(x.shape)}: {e}") from None
+
+    def backward(self, gy):
+        xp = backend.get_array_module(gy)
+        gx = xp.zeros(self.x_shape, dtype=gy.dtype)
+        if _is_basic(self.idx):
+            gx[self.idx] = gy
+        else:
+            xp.add.at(gx, self.idx, gy)
+        return gx
+
+
+class Concatenate(Function):
+    """y = [x1, x2, ...] joined along ``axis``;  dxk = the slice of gy that xk filled"""
+    name = "concatenate"
+
+    def __init__(self, axis=0):
+        self.axis = axis
+
+    def forward(self, *xs):
+        xp = backend.get_array_module(*xs)
+        self.sizes = [x.shape[self.axis] for x in xs]
+        try:
+            return xp.concatenate(xs, axis=self.axis)
+        except ValueError:
+            raise ValueError(f"concatenate along axis {self.axis}: shapes {[tuple(x.shape) for x in xs]} "
+                             f"must agree except on that axis") from None
+
+    def backward(self, gy):
+        xp = backend.get_array_module(gy)
+        bounds = [0]
+        for s in self.sizes:
+            bounds.append(bounds[-1] + s)
+        return tuple(xp.split(gy, bounds[1:-1], axis=self.axis))
+
+
+class Stack(Function):
+    """y = [x1, x2, ...] stacked along a new ``axis``;  dxk = gy taken at k on that axis"""
+    name = "stack"
+
+    def __init__(self, axis=0):
+        self.axis = axis
+
+    def forward(self, *xs):
+        xp = backend.get_array_module(*xs)
+        try:
+            return xp.stack(xs, axis=self.axis)
+        except ValueError:
+            raise ValueError(f"stack: all shapes must be equal, got {[tuple(x.shape) for x in xs]}") from None
+
+    def backward(self, gy):
+        xp = backend.get_array_module(gy)
+        return tuple(xp.moveaxis(gy, self.axis, 0))

@@ -1,0 +1,18 @@
+import pytest
+
+from minidl import backend
+
+
+def pytest_report_header(config):
+    why = backend.cupy_status()
+    return f"minidl backends: numpy{'' if why else ', cupy'}" + (f" (cupy tests skip: {why})" if why else "")
+
+
+@pytest.fixture(params=["cpu", "cuda"])
+def device(request):
+    """Run a test on each backend: NumPy always, CuPy where a GPU is present (skipped, saying why, where not)."""
+    if request.param == "cuda":
+        why = backend.cupy_status()
+        if why:
+            pytest.skip(f"CuPy backend not available: {why}")
+    return request.param
