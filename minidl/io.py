@@ -177,14 +177,14 @@ def _read(path: str):
 
 
 def load_checkpoint(path, model=None, optimizer=None, scheduler=None, map_location="cpu", *,
-                    device=None, restore_rng: bool = True) -> dict:
+                    device=None, restore_rng: bool = True, strict: bool = True) -> dict:
     """Read a checkpoint written by ``save_checkpoint``; load it into ``model``, ``optimizer`` and
     ``scheduler`` when given (in that order), and restore the RNG states unless ``restore_rng=False``.
 
     Arrays go to each model tensor's own device (the checkpoint may come from either backend);
     everything not loaded into an object lands on ``map_location`` (alias ``device``; default 'cpu').
-    Returns the checkpoint as a dict: ``model``, ``optimizer``, ``scheduler`` (state dicts, when
-    saved), ``epoch``, ``extra`` and ``rng``.  A corrupt or truncated file raises CheckpointError
+    ``strict`` goes to ``model.load_state_dict``.  Returns the checkpoint as a dict: ``model``,
+    ``optimizer``, ``scheduler`` (state dicts, when saved), ``epoch``, ``extra`` and ``rng``.  A corrupt or truncated file raises CheckpointError
     (a ValueError) naming the file; loading never unpickles anything.
     """
     path = os.fspath(path)
@@ -208,7 +208,7 @@ def load_checkpoint(path, model=None, optimizer=None, scheduler=None, map_locati
             if k in current and isinstance(v, Tensor) and v.device != current[k].device:
                 v = Tensor(backend.to_device(v.data, current[k].device))
             state[k] = v
-        model.load_state_dict(state)
+        model.load_state_dict(state, strict=strict)
     if optimizer is not None:
         optimizer.load_state_dict(ckpt["optimizer"])  # moves buffers to each parameter's device
     if scheduler is not None:

@@ -190,6 +190,17 @@ def test_load_without_objects_returns_the_state_dicts(tmp_path):
         load_checkpoint(tmp_path / "c.npz", scheduler=sched)
 
 
+def test_strict_goes_to_the_model(tmp_path):
+    model = StandIn(seed=1)  # saves everything but its running_var
+    model.state_dict = lambda: OrderedDict((k, v) for k, v in StandIn.state_dict(model).items() if k != "running_var")
+    save_checkpoint(tmp_path / "partial.npz", model)
+    fresh = StandIn(seed=2)
+    with pytest.raises(RuntimeError, match="running_var"):
+        load_checkpoint(tmp_path / "partial.npz", fresh)
+    load_checkpoint(tmp_path / "partial.npz", fresh, strict=False)
+    assert same_bits(fresh.weight, model.weight) and not same_bits(fresh.running_var, model.running_var)
+
+
 # ---------------------------------------------------------------- atomic writes, no pickle
 def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path, monkeypatch):
     path = tmp_path / "c.npz"
