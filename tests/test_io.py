@@ -320,3 +320,54 @@ def test_foreign_files_raise_clear_errors(tmp_path):
         load_checkpoint(tmp_path / "dangling.npz")
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "missing.npz")
+
+
+# ---------------------------------------------------------------- with real nn modules
+_NN = getattr(mdl, "nn", None)
+if _NN is None:
+    import importlib
+    _NN = importlib.import_module("minidl.nn")
+_HAVE_NN = hasattr(_NN, "Linear") and hasattr(_NN, "BatchNorm1d")
+
+
+def make_net(seed, device="cpu"):
+    nn = _NN
+    mdl.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(3, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2)).to(device)
+    decay = [p for n, p in net.named_parameters() if n.endswith("weight") and p.ndim > 1]
+    rest = [p for n, p in net.named_parameters() if not (n.endswith("weight") and p.ndim > 1)]
+    opt = SGD([{"params": decay, "weight_decay": 5e-4}, {"params": rest}], lr=0.1, momentum=0.9, nesterov=True)
+    sched = S.SequentialLR(opt, [S.LinearLR(opt, 0.2, total_iters=2), S.CosineAnnealingLR(opt, 8)], [2])
+    return net, opt, sched
+
+
+def train_net(net, opt, sched, n, device="cpu"):
+    x = mdl.Tensor(np.linspace(-2, 2, 48, dtype=np.float32).reshape(16, 3), device=device)
+    y = mdl.Tensor(np.arange(16) % 2, device=device)
+    for _ in range(n):
+        opt.zero_grad()
+        mdl.cross_entropy(net(x), y).backward()
+        opt.step()
+        sched.step()
+
+
+@pytest.mark.skipif(not _HAVE_NN, reason="minidl.nn.Linear/BatchNorm1d not on this branch yet (nn helper)")
+def test_nn_model_round_trip_and_resume(tmp_path, device):
+    net, opt, sched = make_net(0, device)
+    train_net(net, opt, sched, 3, device)
+    arrays = [t.data for t in net.state_dict(keep_vars=True).values()]
+    save_checkpoint(tmp_path / "net.npz", net, opt, sched, epoch=3)
+    assert all(t.data is a for t, a in zip(net.state_dict(keep_vars=True).values(), arrays)), "save moved the model"
+    assert "1.num_batches_tracked" in net.state_dict() and "1.running_mean" in net.state_dict()
+    net2, opt2, sched2 = make_net(1, device)  # different initial weights
+    ckpt = load_checkpoint(tmp_path / "net.npz", net2, opt2, sched2)
+    assert ckpt["epoch"] == 3
+    for (k, a), b in zip(net.state_dict().items(), net2.state_dict().values()):
+        assert same_bits(a, b), k
+    train_net(net, opt, sched, 4, device)
+    train_net(net2, opt2, sched2, 4, device)
+    for (k, a), b in zip(net.state_dict().items(), net2.state_dict().values()):
+        assert same_bits(a, b), f"{k} differs after resuming"
+    net3 = _NN.Sequential(_NN.Linear(3, 8), _NN.Linear(8, 2))
+    with pytest.raises(RuntimeError, match="Missing key|Unexpected key"):
+        load_checkpoint(tmp_path / "net.npz", net3)
