@@ -366,3 +366,32 @@ def test_forward_hooks_can_be_removed():
     h.remove()
     fc(minidl.randn(3, 2))
     assert seen == [(3, 2)]
+
+
+def test_deepcopy_and_pickle_give_independent_equal_models():
+    import copy
+    import pickle
+    net = Net().eval()
+    x = minidl.randn(3, 4)
+    for clone in (copy.deepcopy(net), pickle.loads(pickle.dumps(net))):
+        assert clone.fc1.weight is not net.fc1.weight and isinstance(clone.fc1.weight, nn.Parameter)
+        np.testing.assert_array_equal(clone(x).numpy(), net(x).numpy())
+        clone.fc1.weight.data[...] = 0
+        assert net.fc1.weight.numpy().any()
+
+
+def test_functional_reexports_the_functional_api():
+    F = nn.functional
+    for name in F.__all__:
+        assert callable(getattr(F, name)), name
+    for name in ("relu", "conv2d", "max_pool2d", "cross_entropy", "dropout", "batch_norm", "linear", "softmax"):
+        assert name in F.__all__
+    x = minidl.randn(4, 3)
+    np.testing.assert_allclose(F.softmax(x, dim=1).numpy().sum(1), 1, rtol=1e-6)
+    assert F.dropout(x, 0.5, training=False) is x
+    rm, rv = minidl.zeros(3), minidl.ones(3)
+    y = F.batch_norm(x, rm, rv, training=True)
+    np.testing.assert_allclose(y.numpy().mean(0), 0, atol=1e-6)
+    np.testing.assert_allclose(rm.numpy(), 0.1 * x.numpy().mean(0), rtol=1e-5)
+    with pytest.raises(ValueError, match="both running_mean and running_var"):
+        F.batch_norm(x, rm, None)
