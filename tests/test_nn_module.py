@@ -300,6 +300,7 @@ def test_summary_leaves_the_model_as_it_was():
 def test_summary_of_a_single_layer_and_of_several_inputs():
     s = nn.Linear(5, 2).summary((5,), print_fn=None)
     assert s.rows == [("Linear-1", [-1, 2], 12)]
+    assert nn.summary(nn.Linear(5, 2), (5,), print_fn=None).rows == s.rows  # the function form
 
     class Two(nn.Module):
         def __init__(self):
