@@ -276,7 +276,7 @@ def test_summary_table_matches_torchsummary_layout():
 def test_summary_resnets_and_frozen_parameters():
     r18 = nn.resnet18().summary((3, 32, 32), print_fn=None)
     assert r18.total_params == 11_173_962            # the usual CIFAR ResNet-18 (kuangliu/pytorch-cifar)
-    assert f"{r18.total_size_mb:.2f}" == "53.89"      # torchsummary prints 53.89 for that model
+    assert f"{r18.total_size_mb:.2f}" == "53.89"      # as torchsummary on the torch twin (test_nn_torch.py)
     r20 = nn.resnet20()
     assert r20.summary((3, 32, 32), print_fn=None).total_params == 269_722   # He et al.: 0.27M
     assert nn.resnet20(shortcut="B").summary((3, 32, 32), print_fn=None).total_params == 272_474

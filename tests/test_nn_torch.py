@@ -203,3 +203,47 @@ def test_resnet_matches_a_torch_model_of_the_same_design(build, blocks, widths, 
     run_both(mine, theirs, x, grad=True, rtol=1e-3, atol=1e-4)
     for (k, v), (_, tv) in zip(mine.state_dict().items(), theirs.state_dict().items()):
         np.testing.assert_allclose(v.numpy(), tv.numpy(), rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+def torchsummary_rows(model, input_size, batch_size=-1):
+    """torchsummary's algorithm (sksq96/pytorch-summary), reimplemented for a torch model:
+    hooks on every module but the model and its Sequential/ModuleList containers; rows
+    numbered in the order forwards finish; weight + bias counted per layer; sizes in MB."""
+    rows, hooks = [], []
+
+    def hook(module, inputs, output):
+        shape = [batch_size] + list(output.size())[1:]
+        n = sum(int(np.prod(getattr(module, a).size())) for a in ("weight", "bias")
+                if hasattr(getattr(module, a, None), "size"))
+        rows.append((f"{type(module).__name__}-{len(rows) + 1}", shape, n))
+
+    for m in model.modules():
+        if not isinstance(m, (tnn.Sequential, tnn.ModuleList)) and m is not model:
+            hooks.append(m.register_forward_hook(hook))
+    with torch.no_grad():
+        model(torch.rand(2, *input_size))
+    for h in hooks:
+        h.remove()
+    total_output = sum(np.prod(shape) for _, shape, _ in rows)
+    total_params = sum(n for _, _, n in rows)
+    sizes = (abs(np.prod(input_size) * batch_size * 4.0 / 1024 ** 2), abs(2.0 * total_output * 4.0 / 1024 ** 2),
+             abs(total_params * 4.0 / 1024 ** 2))
+    return rows, sizes + (sum(sizes),)
+
+
+@pytest.mark.parametrize("which", ["resnet18", "cifar-cnn"])
+def test_summary_agrees_with_torchsummary_on_the_torch_twin(which):
+    if which == "resnet18":
+        theirs, mine = TorchResNet([2, 2, 2, 2], [64, 128, 256, 512], "B"), nn.resnet18()
+    else:
+        def build(lib):
+            return lib.Sequential(lib.Conv2d(3, 32, 3), lib.ReLU(), lib.Conv2d(32, 32, 3), lib.ReLU(),
+                                  lib.MaxPool2d(2), lib.Conv2d(32, 64, 3), lib.ReLU(), lib.Conv2d(64, 64, 3),
+                                  lib.ReLU(), lib.MaxPool2d(2), lib.Flatten(), lib.Linear(1600, 512), lib.ReLU(),
+                                  lib.Linear(512, 10))
+        theirs, mine = build(tnn), build(nn)
+    rows, (input_mb, fwd_bwd_mb, params_mb, total_mb) = torchsummary_rows(theirs, (3, 32, 32))
+    s = mine.summary((3, 32, 32), print_fn=None)
+    assert [(name.replace("TorchBlock", "BasicBlock"), shape, n) for name, shape, n in rows] == s.rows
+    assert (s.input_size_mb, s.forward_backward_size_mb, s.params_size_mb, s.total_size_mb) == \
+        pytest.approx((input_mb, fwd_bwd_mb, params_mb, total_mb))
