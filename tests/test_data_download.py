@@ -140,3 +140,17 @@ def test_cifar10_download_md5_mismatch(tmp_path, server, monkeypatch):
     with pytest.raises(DownloadError, match="MD5 mismatch"):
         CIFAR10(tmp_path, download=True)  # the real published MD5 cannot match these bytes
     assert _leftovers(tmp_path) == []
+
+
+def test_cifar10_download_true_verifies_an_archive_already_there(tmp_path, server, monkeypatch):
+    base, routes = server
+    monkeypatch.setattr(CIFAR10, "expected_sizes", {"train": 20, "test": 10})
+    files, arrays = F.cifar10_files()
+    good = F.tar_gz_bytes("cifar-10-batches-py", files)
+    (tmp_path / "cifar-10-python.tar.gz").write_bytes(good[:1000])  # a truncated earlier copy
+    routes["/c.tar.gz"] = good
+    monkeypatch.setattr(CIFAR10, "url", base + "/c.tar.gz")
+    monkeypatch.setattr(CIFAR10, "tgz_md5", _md5(good))
+    ds = CIFAR10(tmp_path, train=False, download=True)
+    assert (ds.targets == arrays["test"][1]).all()
+    assert (tmp_path / "cifar-10-python.tar.gz").read_bytes() == good
