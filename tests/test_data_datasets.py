@@ -1,5 +1,4 @@
 """Datasets read from small files written in each official format, and rejected when damaged."""
-import gzip
 import os
 import pickle
 
