@@ -29,7 +29,10 @@ from minidl.data.download import (DatasetFormatError, DatasetNotFoundError, Down
 
 _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy._core.multiarray", "_reconstruct"),
             ("numpy._core.multiarray", "scalar"), ("numpy._core.numeric", "_frombuffer"),
-            ("_codecs", "encode"), ("builtins", "bytearray")}
+            ("_codecs", "encode"), ("builtins", "bytearray"),
+            # generic reconstruction of plain objects (any class it names still has to pass this list)
+            ("copyreg", "_reconstructor"), ("copy_reg", "_reconstructor"), ("builtins", "object"),
+            ("__builtin__", "object")}
 
 
 class _SafeUnpickler(pickle.Unpickler):
