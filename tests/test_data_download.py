@@ -166,3 +166,20 @@ def test_download_failure_says_where_to_put_the_files(tmp_path, server, monkeypa
     with pytest.raises(DownloadError, match="cifar-10-python.tar.gz in " + str(tmp_path)):
         CIFAR10(tmp_path, download=True)
     assert _leftovers(tmp_path / "mnist") == [] and _leftovers(tmp_path) == ["mnist"]
+
+
+def test_extract_refuses_members_outside_the_folder(tmp_path):
+    import io
+    import tarfile
+
+    from minidl.data import DatasetFormatError, extract_archive
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("../evil.txt")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil"))
+    archive = tmp_path / "a.tar.gz"
+    archive.write_bytes(buf.getvalue())
+    with pytest.raises(DatasetFormatError, match=str(archive)):
+        extract_archive(archive, tmp_path / "out")
+    assert not (tmp_path / "evil.txt").exists() and _leftovers(tmp_path / "out") == []
