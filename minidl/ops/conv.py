@@ -92,12 +92,17 @@ def im2col(xpad, kernel, stride, dilation, out_hw):
     return col.reshape(n * ho * wo, kh * kw * c)
 
 
-def col2im(dcol, padded_shape, kernel, stride, dilation, out_hw):
-    """The adjoint of im2col: dcol (N, Ho, Wo, kh, kw, C) summed back into an (N, Hp, Wp, C) array.
-    A loop over the kh kw kernel offsets, each adding one strided (N, Ho, Wo, C) slice (no scatter-add)."""
+def col2im(dcol, padded_shape, kernel, stride, dilation, out_hw, out=None):
+    """The adjoint of im2col: dcol (N, Ho, Wo, kh, kw, C) summed back into an (N, Hp, Wp, C) array
+    (``out`` if given).  A loop over the kh kw kernel offsets, each adding one strided (N, Ho, Wo, C)
+    slice (no scatter-add)."""
     xp = backend.get_array_module(dcol)
     (kh, kw), (s1, s2), (d1, d2), (ho, wo) = kernel, stride, dilation, out_hw
-    dx = xp.zeros(padded_shape, dtype=dcol.dtype)
+    if out is None:
+        dx = xp.zeros(padded_shape, dtype=dcol.dtype)
+    else:
+        dx = out
+        dx[...] = 0
     for p in range(kh):
         for q in range(kw):
             dx[:, d1 * p:d1 * p + s1 * (ho - 1) + 1:s1, d2 * q:d2 * q + s2 * (wo - 1) + 1:s2] += dcol[:, :, :, p, q]
@@ -108,10 +113,24 @@ def out_size(size, pad, k, s, d):
     return (size + pad - d * (k - 1) - 1) // s + 1
 
 
+# Rows of the im2col matrix built at a time: a chunk of whole images whose columns (about 2-10 MB) stay in
+# cache between the copy that builds them and the GEMM that reads them; the full matrix is never stored.
+CHUNK_ROWS = 8192
+
+
+def _chunks(n, rows_per_image):
+    step = max(1, CHUNK_ROWS // rows_per_image)
+    return [(s, min(n, s + step)) for s in range(0, n, step)]
+
+
 class Conv2d(Function):
     """y = conv2d(x, w) + b, computed as  col = im2col(x)  (N Ho Wo, kh kw C);  y = col @ W + b  with
     W = w as (kh kw C, K).  Backward:  dW = col^T @ gy,  db = sum_{n,i,j} gy,
-    dx = col2im(gy @ W^T)  (skipped when x needs no gradient, e.g. the input image)."""
+    dx = col2im(gy @ W^T)  (skipped when x needs no gradient, e.g. the input image).
+
+    Fast path: the same math over chunks of images (``CHUNK_ROWS`` rows of col at a time), with col
+    built in one reused buffer by a single strided copy; backward rebuilds each chunk's col from the
+    saved (padded) input instead of keeping the whole col matrix (kh kw times the input) alive."""
     name = "conv2d"
 
     def __init__(self, stride=1, padding=0, dilation=1):
@@ -137,32 +156,51 @@ class Conv2d(Function):
                              f"{ho}x{wo}")
         self.out_hw = (ho, wo)
         xpad = pad_nhwc(x.transpose(0, 2, 3, 1), self.pads)
-        self.padded_shape = xpad.shape
-        col = im2col(xpad, self.kernel, self.stride, self.dilation, self.out_hw)
         wmat = w.transpose(2, 3, 1, 0).reshape(kh * kw * c, k)
-        y = col @ wmat
+        win = windows(xpad, self.kernel, self.stride, self.dilation, self.out_hw)
+        y = xp.empty((n, ho, wo, k), dtype=x.dtype)
+        chunks = _chunks(n, ho * wo)
+        buf = xp.empty((chunks[0][1] - chunks[0][0], ho, wo, kh, kw, c), dtype=x.dtype)
+        for s, e in chunks:
+            col = buf[:e - s]
+            col[...] = win[s:e]
+            xp.matmul(col.reshape(-1, kh * kw * c), wmat, out=y[s:e].reshape(-1, k))
         if b is not None:
             y += b
-        self.col, self.wmat, self.w_shape, self.has_bias = col, wmat, w.shape, b is not None
-        return y.reshape(n, ho, wo, k).transpose(0, 3, 1, 2)
+        self.xpad, self.wmat, self.w_shape, self.has_bias = xpad, wmat, w.shape, b is not None
+        return y.transpose(0, 3, 1, 2)
 
     def backward(self, gy):
         xp = backend.get_array_module(gy)
         n, k, ho, wo = gy.shape
         kh, kw = self.kernel
         c = self.w_shape[1]
-        g = xp.ascontiguousarray(gy.transpose(0, 2, 3, 1)).reshape(n * ho * wo, k)
-        gw = gb = gx = None
-        if self.needs_input_grad[1]:
-            gw = xp.ascontiguousarray((self.col.T @ g).reshape(kh, kw, c, k).transpose(3, 2, 0, 1))
-        if self.has_bias and self.needs_input_grad[2]:
-            gb = g.sum(axis=0)
-        if self.needs_input_grad[0]:
-            dcol = (g @ self.wmat.T).reshape(n, ho, wo, kh, kw, c)
-            dxpad = col2im(dcol, self.padded_shape, self.kernel, self.stride, self.dilation, self.out_hw)
-            t, _, l, _ = self.pads
-            h, wd = self.padded_shape[1] - t - self.pads[1], self.padded_shape[2] - l - self.pads[3]
-            gx = dxpad[:, t:t + h, l:l + wd].transpose(0, 3, 1, 2)
+        kkc = kh * kw * c
+        g = gy.transpose(0, 2, 3, 1)  # NHWC; contiguous when gy kept conv's layout
+        need_x, need_w = self.needs_input_grad[0], self.needs_input_grad[1]
+        gb = g.sum(axis=(0, 1, 2)) if self.has_bias and self.needs_input_grad[2] else None
+        gwmat = xp.zeros((kkc, k), dtype=gy.dtype) if need_w else None
+        dxpad = xp.empty(self.xpad.shape, dtype=gy.dtype) if need_x else None
+        win = windows(self.xpad, self.kernel, self.stride, self.dilation, self.out_hw)
+        chunks = _chunks(n, ho * wo)
+        buf = xp.empty((chunks[0][1] - chunks[0][0], ho, wo, kh, kw, c), dtype=gy.dtype)
+        for s, e in chunks:
+            gm = xp.ascontiguousarray(g[s:e]).reshape(-1, k)
+            col = buf[:e - s]
+            if need_w:
+                col[...] = win[s:e]
+                gwmat += col.reshape(-1, kkc).T @ gm
+            if need_x:
+                xp.matmul(gm, self.wmat.T, out=col.reshape(-1, kkc))
+                col2im(col, None, self.kernel, self.stride, self.dilation, self.out_hw, out=dxpad[s:e])
+        gw = None
+        if need_w:
+            gw = xp.ascontiguousarray(gwmat.reshape(kh, kw, c, k).transpose(3, 2, 0, 1))
+        gx = None
+        if need_x:
+            t, bt, l, r = self.pads
+            hp, wp = self.xpad.shape[1:3]
+            gx = dxpad[:, t:hp - bt, l:wp - r].transpose(0, 3, 1, 2)
         return (gx, gw, gb) if self.has_bias else (gx, gw)
 
 
