@@ -97,6 +97,20 @@ def is_array(obj) -> bool:
     return isinstance(obj, np.ndarray) or (_cupy is not None and isinstance(obj, _cupy.ndarray))
 
 
+def scatter_add(a, index, values):
+    """``a[index] += values`` in place, summing over repeated indices (``numpy.add.at``; on CuPy its
+    ``add.at`` (CuPy >= 12) or else ``cupyx.scatter_add``, which behave the same)."""
+    if isinstance(a, np.ndarray):
+        np.add.at(a, index, values)
+        return
+    at = getattr(_cupy.add, "at", None)
+    if at is not None:
+        at(a, index, values)
+    else:
+        import cupyx
+        cupyx.scatter_add(a, index, values)
+
+
 def synchronize(device: str = "cuda"):
     """Wait for queued GPU work to finish (for timing); a no-op on the CPU."""
     if device == "cuda" and _cupy is not None:
