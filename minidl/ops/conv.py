@@ -141,6 +141,9 @@ class Conv2d(Function):
         self.padding = padding
 
     def forward(self, x, w, b=None):
+        if backend.device_of(x) == "cuda":  # CuPy: im2col kernel + one cuBLAS GEMM (minidl/cuda_kernels.py)
+            from minidl import cuda_kernels
+            return cuda_kernels.conv2d_forward(self, x, w, b)
         _check_shapes(x, w, b)
         xp = backend.get_array_module(x)
         n, c, h, wd = x.shape
@@ -171,6 +174,9 @@ class Conv2d(Function):
         return y.transpose(0, 3, 1, 2)
 
     def backward(self, gy):
+        if hasattr(self, "gpu_saved"):
+            from minidl import cuda_kernels
+            return cuda_kernels.conv2d_backward(self, gy)
         xp = backend.get_array_module(gy)
         n, k, ho, wo = gy.shape
         kh, kw = self.kernel
