@@ -299,10 +299,10 @@ def maxpool_backward(g, idx, x_shape_nhwc, kernel, stride, pads, out_hw):
 # ====================================================================== batch normalisation
 # x2 is the input as an (M, C) matrix, channels last (see ``channels_last``); per-channel vectors have shape (C,).
 BN_SQUARED_DEVIATION = ReductionSpec(
-    "minidl_bn_sqdev", "T x, T mean", "T out", "(x - mean) * (x - mean)", "a + b", "out = a", "0")
+    "minidl_bn_sqdev", "T x, T mean", "T total", "(x - mean) * (x - mean)", "a + b", "total = a", "0")
 """sum_m (x - mean)^2 per channel (divided by m afterwards: the biased variance)."""
 
-BN_SUM_PRODUCT = ReductionSpec("minidl_bn_sumprod", "T gy, T xhat", "T out", "gy * xhat", "a + b", "out = a", "0")
+BN_SUM_PRODUCT = ReductionSpec("minidl_bn_sumprod", "T gy, T xhat", "T total", "gy * xhat", "a + b", "total = a", "0")
 """sum_m gy xhat per channel, without the temporary product array."""
 
 BN_NORMALIZE = Spec(
