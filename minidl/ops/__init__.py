@@ -8,6 +8,9 @@ import builtins
 import operator
 
 from minidl.autograd import Tensor
+from minidl.ops.conv import Conv2d, conv2d
+from minidl.ops.pool import (AdaptiveAvgPool2d, AvgPool2d, MaxPool2d, adaptive_avg_pool2d, avg_pool2d,
+                             max_pool2d)
 from minidl.ops.arith import Add, Cast, Div, MatMul, Mul, Neg, Pow, Sub, ToDevice, compare
 from minidl.ops.elementwise import Abs, Clip, Exp, LeakyReLU, Log, ReLU, Sigmoid, Sqrt, Tanh
 from minidl.ops.loss import CrossEntropy, LogSoftmax, MSELoss, NLLLoss, Softmax

@@ -1,0 +1,188 @@
+"""2-D convolution as im2col + one GEMM, and its col2im backward.
+
+Shapes: x (N, C, H, W), weight (K, C, kh, kw), bias (K,), y (N, K, Ho, Wo) with
+Ho = (H + pad_top + pad_bottom - d (kh - 1) - 1) // s + 1 (same for W).
+
+    y[n, k, i, j] = b[k] + sum_{c, p, q} w[k, c, p, q] * xpad[n, c, s i + d p, s j + d q]
+
+Memory layout.  The API is NCHW, as in PyTorch, but the arrays underneath are
+NHWC: ``conv2d`` returns ``y_nhwc.transpose(0, 3, 1, 2)``, an NCHW-shaped view of
+an NHWC-contiguous buffer.  Elementwise ops (NumPy's default ``order='K'``) keep
+that layout, and the next convolution's ``x.transpose(0, 2, 3, 1)`` is then a free,
+contiguous view.  In NHWC the im2col matrix has rows (n, i, j) and columns
+(p, q, c), so ``col @ W`` with W = weight as (kh kw C, K) gives y in NHWC at once,
+with no transpose of the GEMM result; and col2im adds (N, Ho, Wo, C) slices.
+"""
+from __future__ import annotations
+
+from minidl import backend
+from minidl.autograd import Function
+
+
+def _pair(v, what):
+    if isinstance(v, bool) or not (isinstance(v, int) or (isinstance(v, (tuple, list)) and len(v) == 2
+                                                          and all(isinstance(e, int) for e in v))):
+        raise TypeError(f"conv2d: {what} must be an int or a pair of ints, got {v!r}")
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def conv_padding(padding, kernel, dilation, stride):
+    """(top, bottom, left, right) zero padding from an int, a pair, 'valid' or 'same'.
+    'same' pads d (k - 1) in total per axis, the extra one at the end, as PyTorch does."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding != "same":
+            raise ValueError(f"conv2d: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+        if stride != (1, 1):
+            raise ValueError(f"conv2d: padding='same' needs stride 1, got stride {stride}")
+        out = []
+        for k, d in zip(kernel, dilation):
+            total = d * (k - 1)
+            out += [total // 2, total - total // 2]
+        return tuple(out)
+    ph, pw = _pair(padding, "padding")
+    if ph < 0 or pw < 0:
+        raise ValueError(f"conv2d: padding must be >= 0, got {padding!r}")
+    return (ph, ph, pw, pw)
+
+
+def pad_nhwc(x, pads, value=0):
+    """x (N, H, W, C) with ``pads`` = (top, bottom, left, right) rows/columns of ``value`` around it (a new
+    C-contiguous array; ``x`` itself when there is nothing to pad and it is already contiguous)."""
+    t, b, l, r = pads
+    xp = backend.get_array_module(x)
+    if not any(pads):
+        return xp.ascontiguousarray(x)
+    n, h, w, c = x.shape
+    out = xp.empty((n, h + t + b, w + l + r, c), dtype=x.dtype)
+    if value == 0:
+        out[:, :t] = 0
+        out[:, h + t:] = 0
+        out[:, t:h + t, :l] = 0
+        out[:, t:h + t, w + l:] = 0
+    else:
+        out[:, :t] = value
+        out[:, h + t:] = value
+        out[:, t:h + t, :l] = value
+        out[:, t:h + t, w + l:] = value
+    out[:, t:h + t, l:w + l] = x
+    return out
+
+
+def windows(xpad, kernel, stride, dilation, out_hw):
+    """A read-only strided view (N, Ho, Wo, kh, kw, C) of the sliding windows of an NHWC C-contiguous array:
+    view[n, i, j, p, q, c] = xpad[n, s i + d p, s j + d q, c].  No copy."""
+    xp = backend.get_array_module(xpad)
+    n, _, _, c = xpad.shape
+    sn, sh, sw, sc = xpad.strides
+    (kh, kw), (s1, s2), (d1, d2), (ho, wo) = kernel, stride, dilation, out_hw
+    return xp.lib.stride_tricks.as_strided(
+        xpad, shape=(n, ho, wo, kh, kw, c), strides=(sn, s1 * sh, s2 * sw, d1 * sh, d2 * sw, sc))
+
+
+def im2col(xpad, kernel, stride, dilation, out_hw):
+    """The (N Ho Wo, kh kw C) matrix of windows of an NHWC array: one copy of the strided view."""
+    n, _, _, c = xpad.shape
+    kh, kw = kernel
+    ho, wo = out_hw
+    xp = backend.get_array_module(xpad)
+    col = xp.empty((n, ho, wo, kh, kw, c), dtype=xpad.dtype)
+    col[...] = windows(xpad, kernel, stride, dilation, out_hw)
+    return col.reshape(n * ho * wo, kh * kw * c)
+
+
+def col2im(dcol, padded_shape, kernel, stride, dilation, out_hw):
+    """The adjoint of im2col: dcol (N, Ho, Wo, kh, kw, C) summed back into an (N, Hp, Wp, C) array.
+    A loop over the kh kw kernel offsets, each adding one strided (N, Ho, Wo, C) slice (no scatter-add)."""
+    xp = backend.get_array_module(dcol)
+    (kh, kw), (s1, s2), (d1, d2), (ho, wo) = kernel, stride, dilation, out_hw
+    dx = xp.zeros(padded_shape, dtype=dcol.dtype)
+    for p in range(kh):
+        for q in range(kw):
+            dx[:, d1 * p:d1 * p + s1 * (ho - 1) + 1:s1, d2 * q:d2 * q + s2 * (wo - 1) + 1:s2] += dcol[:, :, :, p, q]
+    return dx
+
+
+def out_size(size, pad, k, s, d):
+    return (size + pad - d * (k - 1) - 1) // s + 1
+
+
+class Conv2d(Function):
+    """y = conv2d(x, w) + b, computed as  col = im2col(x)  (N Ho Wo, kh kw C);  y = col @ W + b  with
+    W = w as (kh kw C, K).  Backward:  dW = col^T @ gy,  db = sum_{n,i,j} gy,
+    dx = col2im(gy @ W^T)  (skipped when x needs no gradient, e.g. the input image)."""
+    name = "conv2d"
+
+    def __init__(self, stride=1, padding=0, dilation=1):
+        self.stride = _pair(stride, "stride")
+        self.dilation = _pair(dilation, "dilation")
+        if min(self.stride) < 1 or min(self.dilation) < 1:
+            raise ValueError(f"conv2d: stride and dilation must be >= 1, got stride {stride}, dilation {dilation}")
+        self.padding = padding
+
+    def forward(self, x, w, b=None):
+        _check_shapes(x, w, b)
+        xp = backend.get_array_module(x)
+        n, c, h, wd = x.shape
+        k, _, kh, kw = w.shape
+        self.kernel = (kh, kw)
+        self.pads = conv_padding(self.padding, self.kernel, self.dilation, self.stride)
+        t, bt, l, r = self.pads
+        ho = out_size(h, t + bt, kh, self.stride[0], self.dilation[0])
+        wo = out_size(wd, l + r, kw, self.stride[1], self.dilation[1])
+        if ho < 1 or wo < 1:
+            raise ValueError(f"conv2d: input of shape {tuple(x.shape)} with padding {self.padding!r} is smaller "
+                             f"than the dilated kernel {(kh, kw)} (dilation {self.dilation}): output would be "
+                             f"{ho}x{wo}")
+        self.out_hw = (ho, wo)
+        xpad = pad_nhwc(x.transpose(0, 2, 3, 1), self.pads)
+        self.padded_shape = xpad.shape
+        col = im2col(xpad, self.kernel, self.stride, self.dilation, self.out_hw)
+        wmat = w.transpose(2, 3, 1, 0).reshape(kh * kw * c, k)
+        y = col @ wmat
+        if b is not None:
+            y += b
+        self.col, self.wmat, self.w_shape, self.has_bias = col, wmat, w.shape, b is not None
+        return y.reshape(n, ho, wo, k).transpose(0, 3, 1, 2)
+
+    def backward(self, gy):
+        xp = backend.get_array_module(gy)
+        n, k, ho, wo = gy.shape
+        kh, kw = self.kernel
+        c = self.w_shape[1]
+        g = xp.ascontiguousarray(gy.transpose(0, 2, 3, 1)).reshape(n * ho * wo, k)
+        gw = gb = gx = None
+        if self.needs_input_grad[1]:
+            gw = xp.ascontiguousarray((self.col.T @ g).reshape(kh, kw, c, k).transpose(3, 2, 0, 1))
+        if self.has_bias and self.needs_input_grad[2]:
+            gb = g.sum(axis=0)
+        if self.needs_input_grad[0]:
+            dcol = (g @ self.wmat.T).reshape(n, ho, wo, kh, kw, c)
+            dxpad = col2im(dcol, self.padded_shape, self.kernel, self.stride, self.dilation, self.out_hw)
+            t, _, l, _ = self.pads
+            h, wd = self.padded_shape[1] - t - self.pads[1], self.padded_shape[2] - l - self.pads[3]
+            gx = dxpad[:, t:t + h, l:l + wd].transpose(0, 3, 1, 2)
+        return (gx, gw, gb) if self.has_bias else (gx, gw)
+
+
+def _check_shapes(x, w, b):
+    if x.ndim != 4:
+        raise ValueError(f"conv2d: expected input of shape (N, C, H, W), got {tuple(x.shape)}")
+    if w.ndim != 4:
+        raise ValueError(f"conv2d: expected weight of shape (C_out, C_in, kH, kW), got {tuple(w.shape)}")
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(f"conv2d: input of shape {tuple(x.shape)} has {x.shape[1]} channels, but weight of "
+                         f"shape {tuple(w.shape)} expects {w.shape[1]} input channels")
+    if b is not None and tuple(b.shape) != (w.shape[0],):
+        raise ValueError(f"conv2d: expected bias of shape ({w.shape[0]},) for weight {tuple(w.shape)}, "
+                         f"got {tuple(b.shape)}")
+    if x.dtype != w.dtype:
+        raise TypeError(f"conv2d: input dtype {x.dtype} and weight dtype {w.dtype} differ")
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
+    """2-D convolution (cross-correlation, as PyTorch) of x (N, C, H, W) with weight (K, C, kH, kW) and an
+    optional bias (K,).  padding: int, pair, 'valid' or 'same' (stride 1 only)."""
+    op = Conv2d(stride, padding, dilation)
+    return op(x, weight) if bias is None else op(x, weight, bias)

@@ -1,0 +1,92 @@
+"""Batch normalisation: per-channel statistics over every axis but axis 1 (N, C, ...).
+
+Training mode normalises with the batch's mean and biased variance and reports both
+(``self.mean``, ``self.var``) so the caller can update running statistics; evaluation
+mode normalises with given running statistics.  Both have closed-form backwards.
+"""
+from minidl import backend
+from minidl.autograd import Function
+
+
+def _layout(x, what):
+    if x.ndim < 2:
+        raise ValueError(f"{what} expects input of shape (N, C) or (N, C, ...), got {tuple(x.shape)}")
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)  # per-channel values broadcast against x
+    return axes, shape
+
+
+def _check_channel_vectors(x, what, **vectors):
+    c = x.shape[1]
+    for name, v in vectors.items():
+        if v.shape != (c,):
+            raise ValueError(f"{what}: {name} must have shape ({c},) for input with {c} channels "
+                             f"(shape {tuple(x.shape)}), got {tuple(v.shape)}")
+
+
+class BatchNorm(Function):
+    """Batch statistics over the m = N*H*W positions of each channel:
+    mu = mean x, var = mean (x - mu)^2 (biased), xhat = (x - mu) / sqrt(var + eps), y = gamma xhat + beta.
+    dbeta = sum gy,  dgamma = sum gy xhat,
+    dx = gamma / (m sqrt(var + eps)) * (m gy - sum gy - xhat sum(gy xhat))."""
+    name = "batch_norm"
+
+    def __init__(self, eps=1e-5):
+        self.eps = eps
+
+    def forward(self, x, gamma, beta):
+        xp = backend.get_array_module(x)
+        self.axes, self.shape = _layout(x, "batch_norm")
+        _check_channel_vectors(x, "batch_norm", weight=gamma, bias=beta)
+        self.m = x.size // x.shape[1]
+        if self.m <= 1:
+            raise ValueError(f"batch_norm in training mode needs more than one value per channel, "
+                             f"got input of shape {tuple(x.shape)}")
+        self.mean = x.mean(axis=self.axes)
+        xc = x - self.mean.reshape(self.shape)
+        self.var = (xc * xc).mean(axis=self.axes)
+        self.inv_std = 1 / xp.sqrt(self.var + x.dtype.type(self.eps))
+        self.xhat = xc * self.inv_std.reshape(self.shape)
+        self.gamma = gamma
+        return self.xhat * gamma.reshape(self.shape) + beta.reshape(self.shape)
+
+    def backward(self, gy):
+        sum_gy = gy.sum(axis=self.axes)
+        sum_gy_xhat = (gy * self.xhat).sum(axis=self.axes)
+        gx = None
+        if self.needs_input_grad[0]:
+            m = gy.dtype.type(self.m)
+            k = (self.gamma * self.inv_std / m).reshape(self.shape)
+            gx = k * (m * gy - sum_gy.reshape(self.shape) - self.xhat * sum_gy_xhat.reshape(self.shape))
+        return gx, sum_gy_xhat, sum_gy
+
+
+class BatchNormEval(Function):
+    """Normalisation with fixed running statistics rm, rv:
+    y = gamma (x - rm) / sqrt(rv + eps) + beta;
+    dx = gy gamma / sqrt(rv + eps),  dgamma = sum gy xhat,  dbeta = sum gy.  rm, rv get no gradient."""
+    name = "batch_norm_eval"
+
+    def __init__(self, eps=1e-5):
+        self.eps = eps
+
+    def forward(self, x, gamma, beta, running_mean, running_var):
+        xp = backend.get_array_module(x)
+        self.axes, self.shape = _layout(x, "batch_norm")
+        _check_channel_vectors(x, "batch_norm", weight=gamma, bias=beta,
+                               running_mean=running_mean, running_var=running_var)
+        rm = running_mean.astype(x.dtype, copy=False)
+        rv = running_var.astype(x.dtype, copy=False)
+        self.inv_std = 1 / xp.sqrt(rv + x.dtype.type(self.eps))
+        self.gamma, self.x, self.rm = gamma, x, rm  # xhat is rebuilt in backward only if gamma needs it
+        scale = (gamma * self.inv_std).reshape(self.shape)
+        return x * scale + (beta - rm * gamma * self.inv_std).reshape(self.shape)
+
+    def backward(self, gy):
+        gx = gy * (self.gamma * self.inv_std).reshape(self.shape) if self.needs_input_grad[0] else None
+        ggamma = None
+        if self.needs_input_grad[1]:
+            xhat = (self.x - self.rm.reshape(self.shape)) * self.inv_std.reshape(self.shape)
+            ggamma = (gy * xhat).sum(axis=self.axes)
+        gbeta = gy.sum(axis=self.axes) if self.needs_input_grad[2] else None
+        return gx, ggamma, gbeta, None, None
