@@ -223,8 +223,8 @@ def _named_modules(model):
 
 def conv_feature_maps(model, image) -> list:
     """[(layer name, feature maps (C, H, W) as NumPy)] of every Conv2d layer of ``model`` for one
-    image (C, H, W), captured by wrapping each conv layer's ``forward`` during one eval-mode
-    forward pass (the model's train/eval mode is restored)."""
+    image (C, H, W), captured by forward hooks during one eval-mode forward pass (the model's
+    train/eval mode is restored)."""
     x = _np(image)
     if x.ndim == 3:
         x = x[None]
@@ -234,16 +234,11 @@ def conv_feature_maps(model, image) -> list:
     if not convs:
         raise ValueError(f"{type(model).__name__} has no Conv2d layer")
     captured: dict = {}
-    wrapped = []
-    for name, m in convs:
-        orig = m.forward
 
-        def hooked(*args, _orig=orig, _name=name, **kw):
-            out = _orig(*args, **kw)
-            captured[_name] = _np(out)[0]
-            return out
-        m.forward = hooked
-        wrapped.append(m)
+    def hook(module, inputs, out, _names={id(m): n for n, m in convs}):
+        captured[_names[id(module)]] = _np(out)[0]
+
+    handles = [m.register_forward_hook(hook) for _, m in convs]
     was_training = getattr(model, "training", False)
     params = list(model.parameters()) if hasattr(model, "parameters") else []
     device = params[0].device if params else "cpu"
@@ -253,8 +248,8 @@ def conv_feature_maps(model, image) -> list:
         with no_grad():
             model(Tensor(backend.to_device(x.astype(np.float32, copy=False), device)))
     finally:
-        for m in wrapped:
-            del m.forward  # drop the instance attribute: the class's forward is back
+        for h in handles:
+            h.remove()
         if was_training and hasattr(model, "train"):
             model.train()
     return [(name, captured[name]) for name, _ in convs if name in captured]
