@@ -66,13 +66,15 @@ def _as_array(data, dtype=None, device=None):
         data = data.data
     if backend.is_array(data):
         arr = data if dtype is None else data.astype(dtype, copy=False)
+    elif isinstance(data, np.generic):  # a NumPy scalar (e.g. from a full reduction) keeps its dtype
+        arr = np.asarray(data, dtype=dtype)
     else:
         arr = np.asarray(data)
         if dtype is not None:
             arr = arr.astype(dtype, copy=False)
         elif arr.dtype.kind == "f":
             arr = arr.astype(_default_dtype, copy=False)
-        elif arr.dtype.kind in "iu" and not isinstance(data, np.generic):
+        elif arr.dtype.kind in "iu":
             arr = arr.astype(int64, copy=False)
     if device is not None:
         arr = backend.to_device(arr, device)

@@ -138,3 +138,8 @@ def set_rng_state(state: dict):
     _seed = state.get("seed")
     gen = default_generator(np)
     gen.bit_generator.state = state["bit_generator"]
+
+
+def broadcast_shapes(*shapes) -> tuple:
+    """The shape that ``shapes`` broadcast to (host-side shape arithmetic, any backend)."""
+    return np.broadcast_shapes(*shapes)

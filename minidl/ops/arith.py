@@ -20,7 +20,7 @@ def unbroadcast(g, shape):
 
 def _check_broadcast(a, b, what):
     try:
-        return backend.get_array_module(a, b).broadcast_shapes(a.shape, b.shape)
+        return backend.broadcast_shapes(a.shape, b.shape)
     except ValueError:
         raise ValueError(f"{what}: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be broadcast together") from None
 
@@ -129,17 +129,15 @@ class MatMul(Function):
         try:
             return a @ b
         except ValueError:
-            _check_broadcast(a[..., :1, :1] if a.ndim > 1 else a[:1], b[..., :1, :1] if b.ndim > 1 else b[:1], "matmul")
-            raise
+            raise ValueError(f"matmul: the batch axes of shapes {tuple(a.shape)} and {tuple(b.shape)} "
+                             f"cannot be broadcast together") from None
 
     def backward(self, gy):
         a, b = self.a, self.b
-        a2 = a[None, :] if a.ndim == 1 else a          # (..., m, k)
+        a2 = a[None, :] if a.ndim == 1 else a          # (..., m, k): a 1-D operand as a matrix
         b2 = b[:, None] if b.ndim == 1 else b          # (..., k, n)
-        if a.ndim == 1:
-            gy = gy[..., None, :]
-        if b.ndim == 1:
-            gy = gy[..., None]
+        batch = backend.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+        gy = gy.reshape(batch + (a2.shape[-2], b2.shape[-1]))
         ga = gb = None
         if self.needs_input_grad[0]:
             ga = unbroadcast(gy @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape)

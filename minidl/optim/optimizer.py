@@ -1,0 +1,180 @@
+"""The Optimizer base class: parameter groups, per-parameter state, zero_grad and state_dict.
+
+As in PyTorch, an optimizer holds ``param_groups`` (a list of dicts, each with its
+``params`` and its own hyperparameters such as ``lr`` and ``weight_decay``) and
+``state`` (a dict parameter -> dict of buffers such as ``momentum_buffer``).
+Subclasses implement ``step``; they update ``p.data`` in place with the array
+module of the parameter (NumPy or CuPy) and never write into ``p.grad.data``,
+whose array may be shared with other tensors.
+"""
+from __future__ import annotations
+
+from minidl import backend
+from minidl.autograd import Tensor, enable_grad
+
+
+class Optimizer:
+    """Base class of all optimizers.
+
+    ``params`` is an iterable of Tensors, or of dicts ``{"params": [...], "lr": ..., ...}``
+    whose keys override ``defaults`` for that group (e.g. no weight decay on biases).
+    """
+
+    def __init__(self, params, defaults: dict):
+        self.defaults = dict(defaults)
+        self.state: dict = {}          # Tensor -> {name: array or number}; Tensors hash by identity
+        self.param_groups: list[dict] = []
+        if isinstance(params, Tensor):
+            raise TypeError("params should be an iterable of Tensors or of dicts, got a single Tensor "
+                            "(wrap it in a list: [tensor])")
+        if isinstance(params, dict):
+            raise TypeError("params should be an iterable of Tensors or of dicts, got one dict "
+                            "(wrap it in a list: [{'params': ...}])")
+        groups = list(params)
+        if len(groups) == 0:
+            raise ValueError("optimizer got an empty parameter list")
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        for group in groups:
+            self.add_param_group(group)
+
+    def add_param_group(self, param_group: dict):
+        """Add a group of parameters with its own hyperparameters (missing ones come from ``defaults``)."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"a parameter group must be a dict, got {type(param_group).__name__}")
+        group = dict(param_group)
+        if "params" not in group:
+            raise ValueError("a parameter group needs a 'params' entry")
+        params = group["params"]
+        if isinstance(params, Tensor):
+            params = [params]
+        elif isinstance(params, (set, frozenset)):
+            raise TypeError("optimizer parameters must be an ordered collection (a set's order changes between "
+                            "runs, which would scramble state_dict); use a list")
+        params = list(params)
+        for i, p in enumerate(params):
+            if not isinstance(p, Tensor):
+                raise TypeError(f"optimizer can only optimize Tensors, but params[{i}] of the group is a "
+                                f"{type(p).__name__}")
+            if not p.is_leaf:
+                raise ValueError(f"params[{i}] is not a leaf tensor (it was computed by an op); "
+                                 f"optimize leaves, e.g. the result of .detach().requires_grad_()")
+            if p.dtype.kind not in "fc":
+                raise TypeError(f"params[{i}] has dtype {p.dtype}; only floating-point tensors can be optimized")
+        ids = [id(p) for p in params]
+        if len(set(ids)) != len(ids):
+            raise ValueError("a parameter group contains the same parameter more than once")
+        seen = {id(p) for g in self.param_groups for p in g["params"]}
+        if seen.intersection(ids):
+            raise ValueError("some parameters appear in more than one parameter group")
+        for key, value in self.defaults.items():
+            group.setdefault(key, value)
+        group["params"] = params
+        self.param_groups.append(group)
+
+    # ------------------------------------------------------------------ gradients
+    def zero_grad(self, set_to_none: bool = True):
+        """Clear the gradients of all parameters.  ``set_to_none=False`` puts fresh zero arrays
+        instead of ``None`` (never zeroing the old arrays in place: they may be shared)."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                else:
+                    p.grad = Tensor(p.grad.xp.zeros_like(p.grad.data))
+
+    def step(self, closure=None):
+        """Update every parameter that has a gradient; ``closure`` (optional) re-evaluates the
+        model and returns the loss, which ``step`` returns."""
+        loss = None
+        if closure is not None:
+            with enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad.data
+                if g.shape != p.data.shape:
+                    raise ValueError(f"gradient of shape {g.shape} for a parameter of shape {p.data.shape}")
+                self._update(p, g, group, self.state.setdefault(p, {}))
+        return loss
+
+    def _update(self, p: Tensor, g, group: dict, state: dict):
+        """Update one parameter ``p`` in place from its gradient array ``g`` (read-only)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ state_dict
+    def state_dict(self) -> dict:
+        """``{"state": {index: {name: value}}, "param_groups": [{..., "params": [indices]}]}``,
+        parameters numbered in order across groups, as PyTorch.  Arrays are the live buffers
+        (not copies), again as PyTorch; ``minidl.io.save_checkpoint`` copies them to the host."""
+        index, groups = {}, []
+        for group in self.param_groups:
+            packed = {k: v for k, v in group.items() if k != "params"}
+            for p in group["params"]:
+                index.setdefault(id(p), len(index))
+            packed["params"] = [index[id(p)] for p in group["params"]]
+            groups.append(packed)
+        state = {index[id(p)]: dict(s) for p, s in self.state.items() if id(p) in index}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict):
+        """Load hyperparameters and buffers saved by ``state_dict``.  Buffers are copied onto each
+        parameter's device, floating-point ones cast to the parameter's dtype."""
+        if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
+            raise ValueError("an optimizer state_dict is a dict with 'state' and 'param_groups' entries, got "
+                             + (f"keys {sorted(map(str, state_dict))}" if isinstance(state_dict, dict)
+                                else type(state_dict).__name__))
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(f"loaded state dict has {len(saved_groups)} parameter groups, "
+                             f"this optimizer has {len(self.param_groups)}")
+        for i, (mine, saved) in enumerate(zip(self.param_groups, saved_groups)):
+            if len(mine["params"]) != len(saved["params"]):
+                raise ValueError(f"parameter group {i} of the loaded state dict has {len(saved['params'])} "
+                                 f"parameters, this optimizer's has {len(mine['params'])}")
+        by_index = {}
+        for mine, saved in zip(self.param_groups, saved_groups):
+            for idx, p in zip(saved["params"], mine["params"]):
+                by_index[idx] = p
+        new_state = {}
+        for idx, s in state_dict["state"].items():
+            if idx not in by_index:
+                raise ValueError(f"loaded state dict has state for parameter {idx!r}, which no group lists")
+            p = by_index[idx]
+            new_state[p] = {k: _copy_like(v, p, k) for k, v in s.items()}
+        new_groups = []
+        for mine, saved in zip(self.param_groups, saved_groups):
+            group = {k: v for k, v in saved.items() if k != "params"}
+            group["params"] = mine["params"]
+            new_groups.append(group)
+        self.param_groups = new_groups
+        self.state = new_state
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__} ("]
+        for i, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            lines += [f"    {k}: {group[k]}" for k in sorted(group) if k != "params"]
+        return "\n".join(lines) + "\n)"
+
+
+def _check_hyper(name: str, value, ok: bool, expected: str):
+    """Raise a ValueError naming a bad hyperparameter."""
+    if not ok:
+        raise ValueError(f"invalid {name}: {value!r} (expected {expected})")
+
+
+def _copy_like(value, p: Tensor, key: str):
+    """A copy of a saved buffer on ``p``'s device; floating arrays take ``p``'s dtype (not 'step')."""
+    if isinstance(value, Tensor):
+        value = value.data
+    if not backend.is_array(value):
+        return value
+    arr = value.copy() if backend.device_of(value) == p.device else backend.to_device(value, p.device)
+    if arr.dtype.kind == "f" and key != "step" and arr.dtype != p.dtype:
+        arr = arr.astype(p.dtype)
+    return arr

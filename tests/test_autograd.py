@@ -1,0 +1,254 @@
+"""The engine: graph building, accumulation, freeing, grad modes, dtypes, devices and errors."""
+import numpy as np
+import pytest
+
+import minidl as mdl
+from minidl import backend
+
+
+def t(x, **kw):
+    return mdl.tensor(np.asarray(x, dtype=np.float32), **kw)
+
+
+def test_gradient_of_a_tensor_used_twice_is_summed():
+    x = t([1.0, 2.0, 3.0], requires_grad=True)
+    (x * x + x).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), 2 * np.array([1, 2, 3]) + 1)
+
+
+def test_gradients_accumulate_into_leaves_until_zero_grad():
+    x = t([1.0, -2.0], requires_grad=True)
+    (x * 3.0).sum().backward()
+    (x * 3.0).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [6.0, 6.0])
+    x.zero_grad()
+    assert x.grad is None
+    (x * 2.0).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [2.0, 2.0])
+
+
+def test_long_chain_backpropagates_without_recursion():
+    x = mdl.tensor(1.0, requires_grad=True)
+    y = x
+    for _ in range(10_000):
+        y = y * 1.0001 + 0.0
+    y.backward()
+    assert np.isclose(x.grad.item(), 1.0001 ** 10_000, rtol=1e-3)
+
+
+def test_no_grad_records_nothing_and_restores_mode():
+    x = t([1.0], requires_grad=True)
+    with mdl.no_grad():
+        y = x * 2.0
+        assert not mdl.is_grad_enabled()
+    assert mdl.is_grad_enabled()
+    assert not y.requires_grad and y.is_leaf
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        y.backward()
+
+
+def test_graph_is_freed_after_backward_and_second_backward_raises():
+    x = t([1.0, 2.0], requires_grad=True)
+    y = (x.exp() * x).sum()
+    y.backward()
+    with pytest.raises(RuntimeError, match="second time.*retain_graph=True"):
+        y.backward()
+
+
+def test_retain_graph_allows_a_second_backward():
+    x = t([1.0, 2.0], requires_grad=True)
+    y = (x * x).sum()
+    y.backward(retain_graph=True)
+    y.backward()
+    np.testing.assert_allclose(x.grad.numpy(), 2 * 2 * np.array([1.0, 2.0]))
+
+
+def test_backward_on_a_non_scalar_needs_a_gradient():
+    x = t([[1.0, 2.0]], requires_grad=True)
+    y = x * 2.0
+    with pytest.raises(RuntimeError, match=r"one element.*\(1, 2\)"):
+        y.backward()
+    with pytest.raises(ValueError, match=r"gradient has shape \(3,\).*\(1, 2\)"):
+        y.backward(np.ones(3, np.float32))
+    y.backward(np.ones((1, 2), np.float32))
+    np.testing.assert_allclose(x.grad.numpy(), [[2.0, 2.0]])
+
+
+def test_detach_cuts_the_graph():
+    x = t([3.0], requires_grad=True)
+    y = (x * x).detach() * x
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [9.0])  # only d(x * const)/dx
+    assert not x.detach().requires_grad
+
+
+def test_only_leaves_that_require_grad_get_gradients():
+    a = t([1.0, 2.0], requires_grad=True)
+    b = t([3.0, 4.0])
+    (a * b).sum().backward()
+    assert b.grad is None
+    np.testing.assert_allclose(a.grad.numpy(), [3.0, 4.0])
+    mid = a * 2.0
+    (mid * 1.0).sum().backward()
+    assert mid.grad is None  # non-leaf gradients are not kept unless asked
+    mid = a * 2.0
+    mid.retain_grad()
+    (mid * 5.0).sum().backward()
+    np.testing.assert_allclose(mid.grad.numpy(), [5.0, 5.0])
+
+
+def test_requires_grad_only_for_floats():
+    with pytest.raises(TypeError, match="floating-point"):
+        mdl.tensor([1, 2], requires_grad=True)
+
+
+@pytest.mark.parametrize("scalar", [2, 2.0, 0.5, True])
+def test_python_scalars_never_upcast_float32(scalar):
+    x = t([1.0, 2.0])
+    for y in (x + scalar, scalar + x, x * scalar, x / scalar if scalar else x, scalar - x, x ** scalar,
+              x - scalar, (x.exp() * scalar).sum(), mdl.mse_loss(x, x * scalar)):
+        assert y.dtype == np.float32
+
+
+def test_float64_is_kept_throughout():
+    x = mdl.tensor(np.ones((2, 3)), requires_grad=True)
+    y = ((x * 2.0).tanh().exp() @ x.T).mean()
+    assert x.dtype == np.float64 and y.dtype == np.float64
+    y.backward()
+    assert x.grad.dtype == np.float64
+
+
+def test_default_dtypes_of_python_data():
+    assert mdl.tensor([1.0, 2.0]).dtype == np.float32
+    assert mdl.tensor(1.5).dtype == np.float32
+    assert mdl.tensor([1, 2]).dtype == np.int64
+    assert mdl.tensor(np.zeros(2, np.float64)).dtype == np.float64
+    assert mdl.zeros(2, 3).dtype == np.float32 and mdl.zeros(2, 3).shape == (2, 3)
+    assert mdl.ones((4,), dtype=mdl.float64).dtype == np.float64
+
+
+def test_comparisons_give_boolean_tensors_without_gradient(device):
+    x = mdl.tensor([1.0, 2.0, 3.0], requires_grad=True, device=device)
+    y = mdl.tensor([3.0, 2.0, 1.0], device=device)
+    for got, want in [(x == y, [0, 1, 0]), (x != y, [1, 0, 1]), (x < y, [1, 0, 0]), (x <= y, [1, 1, 0]),
+                      (x > 2.0, [0, 0, 1]), (x >= 2.0, [0, 1, 1])]:
+        assert got.dtype == np.bool_ and not got.requires_grad
+        np.testing.assert_array_equal(got.numpy(), np.array(want, bool))
+
+
+def test_broadcasting_mismatch_names_both_shapes():
+    a, b = t(np.ones((2, 3))), t(np.ones((4,)))
+    for op in (lambda: a + b, lambda: a * b, lambda: a - b, lambda: a / b, lambda: a < b):
+        with pytest.raises(ValueError, match=r"\(2, 3\).*\(4,\)"):
+            op()
+
+
+def test_matmul_mismatch_names_both_shapes():
+    with pytest.raises(ValueError, match=r"\(2, 3\).*\(4, 5\)"):
+        t(np.ones((2, 3))) @ t(np.ones((4, 5)))
+    with pytest.raises(ValueError, match=r"\(2, 2, 3\).*\(3, 3, 4\)"):
+        t(np.ones((2, 2, 3))) @ t(np.ones((3, 3, 4)))
+
+
+def test_reshape_and_index_errors_are_clear():
+    with pytest.raises(ValueError, match=r"\(2, 3\).*\(4,\)"):
+        t(np.ones((2, 3))).reshape(4)
+    with pytest.raises(IndexError, match=r"\(2, 3\)"):
+        t(np.ones((2, 3)))[5]
+
+
+def test_loss_target_errors():
+    x = t(np.zeros((3, 4)))
+    with pytest.raises(ValueError, match=r"\[0, 4\).*5"):
+        mdl.cross_entropy(x, np.array([0, 1, 5]))
+    with pytest.raises(ValueError, match=r"\(3,\)"):
+        mdl.cross_entropy(x, np.array([0, 1]))
+    with pytest.raises(TypeError, match="integer"):
+        mdl.nll_loss(x, np.array([0.0, 1.0, 2.0]))
+    with pytest.raises(ValueError, match=r"\(3, 4\).*\(3, 3\)"):
+        mdl.mse_loss(x, t(np.zeros((3, 3))))
+
+
+def test_cross_entropy_is_stable_for_huge_logits():
+    x = t([[1e4, 0.0, -1e4], [0.0, 0.0, 0.0]], requires_grad=True)
+    loss = mdl.cross_entropy(x, np.array([0, 2]))
+    assert np.isfinite(loss.item()) and np.isclose(loss.item(), np.log(3) / 2, rtol=1e-5)
+    loss.backward()
+    assert np.all(np.isfinite(x.grad.numpy()))
+
+
+def test_tensor_conversions_and_repr():
+    x = t([[1.0, 2.0]])
+    assert x.shape == (1, 2) and x.ndim == 2 and x.numel() == 2 and len(x) == 1 and x.size(1) == 2
+    assert x.tolist() == [[1.0, 2.0]] and x.sum().item() == 3.0
+    assert "tensor(" in repr(x) and "requires_grad" in repr(t([1.0], requires_grad=True))
+    assert x.double().dtype == np.float64 and x.to(mdl.float64).dtype == np.float64
+    assert x.to("cpu") is x
+    with pytest.raises(ValueError, match="one element"):
+        x.item()
+
+
+def test_inplace_ops_on_tensors_that_require_grad_need_no_grad():
+    p = t([1.0, 2.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match="in-place"):
+        p -= 1.0
+    with mdl.no_grad():
+        p -= 1.0
+    np.testing.assert_allclose(p.numpy(), [0.0, 1.0])
+    assert p.dtype == np.float32
+
+
+def test_argmax_and_cast_gradient_flows_back_in_the_original_dtype():
+    x = t([1.0, 3.0, 2.0], requires_grad=True)
+    assert x.argmax().item() == 1
+    y = x.double() * 2.0
+    assert y.dtype == np.float64
+    y.sum().backward()
+    assert x.grad.dtype == np.float32
+    np.testing.assert_allclose(x.grad.numpy(), [2.0, 2.0, 2.0])
+
+
+def test_manual_seed_makes_random_tensors_reproducible():
+    mdl.manual_seed(123)
+    a = mdl.randn(3, 4).numpy()
+    r = mdl.rand(2).numpy()
+    mdl.manual_seed(123)
+    np.testing.assert_array_equal(a, mdl.randn(3, 4).numpy())
+    np.testing.assert_array_equal(r, mdl.rand(2).numpy())
+    assert a.dtype == np.float32
+    mdl.manual_seed(124)
+    assert not np.array_equal(a, mdl.randn(3, 4).numpy())
+
+
+def test_rng_state_round_trip():
+    mdl.manual_seed(5)
+    mdl.randn(2)
+    state = backend.get_rng_state()
+    a = mdl.randn(4).numpy()
+    backend.set_rng_state(state)
+    np.testing.assert_array_equal(a, mdl.randn(4).numpy())
+
+
+def test_unknown_device_is_rejected():
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        mdl.tensor([1.0], device="tpu")
+
+
+@pytest.mark.skipif(backend.is_cuda_available(), reason="this machine has a usable GPU; the error path needs none")
+def test_cuda_without_cupy_or_gpu_says_what_is_missing():
+    with pytest.raises(RuntimeError, match="cuda.*(CuPy is not installed|no CUDA GPU)"):
+        mdl.tensor([1.0]).to("cuda")
+    with pytest.raises(RuntimeError, match="pip install"):
+        if backend._cupy is not None:
+            raise RuntimeError("pip install: CuPy is present here, its device is missing")
+        mdl.zeros(2, device="cuda")
+
+
+def test_to_and_from_cuda_round_trip(device):
+    x = mdl.tensor([1.0, 2.0], requires_grad=True)
+    y = x.to(device)
+    assert y.device == device
+    (y * 3.0).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [3.0, 3.0])
+    assert y.cpu().device == "cpu"
+    assert mdl.get_array_module(y.data) is (np if device == "cpu" else backend.require_cuda())

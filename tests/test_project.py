@@ -1,0 +1,24 @@
+"""The project's promises about itself: the README quickstart and CI stay in step."""
+import os
+import re
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _quickstart():
+    text = open(os.path.join(ROOT, "README.md")).read()
+    block = re.search(r"## Quickstart\s+```bash\n(.*?)```", text, re.S)
+    assert block, "README.md must open with a Quickstart bash block"
+    return [line for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_readme_quickstart_has_exactly_two_commands():
+    cmds = _quickstart()
+    assert len(cmds) == 2, cmds
+    assert "pytest" in cmds[1] and "experiments run" in cmds[0]
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    ci = open(os.path.join(ROOT, ".ci", "run")).read().splitlines()
+    assert _quickstart()[1] in ci
+
