@@ -246,20 +246,22 @@ class Trainer:
             return True
         return value > self.best_value if self.monitor.endswith("acc") else value < self.best_value
 
+    def _extra_state(self) -> dict:
+        return {"train_loader": _loader_state(self.train_loader), "history": self.history,
+                "best_epoch": self.best_epoch, "best_value": self.best_value, "monitor": self.monitor}
+
+    def _load_extra(self, epoch, extra: dict):
+        _load_loader_state(self.train_loader, extra.get("train_loader"))
+        self.epoch = int(epoch)
+        self.history = list(extra.get("history") or [])
+        self.best_epoch = extra.get("best_epoch")
+        self.best_value = extra.get("best_value")
+
     def state_dict(self) -> dict:
-        """Everything a resumed run needs, as a dict for ``minidl.io.save_checkpoint``."""
-        return {
-            "epoch": self.epoch,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "rng": backend.get_rng_state(),
-            "train_loader": _loader_state(self.train_loader),
-            "history": self.history,
-            "best_epoch": self.best_epoch,
-            "best_value": self.best_value,
-            "monitor": self.monitor,
-        }
+        """Everything a resumed run needs, in memory (``save_checkpoint`` writes the same to a file)."""
+        return {"epoch": self.epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "rng": backend.get_rng_state(), "extra": self._extra_state()}
 
     def load_state_dict(self, state: dict):
         self.model.load_state_dict(state["model"])
@@ -267,20 +269,22 @@ class Trainer:
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         backend.set_rng_state(state["rng"])
-        _load_loader_state(self.train_loader, state.get("train_loader"))
-        self.epoch = int(state["epoch"])
-        self.history = list(state.get("history") or [])
-        self.best_epoch = state.get("best_epoch")
-        self.best_value = state.get("best_value")
+        self._load_extra(state["epoch"], state["extra"])
 
     def save_checkpoint(self, path):
+        """Write model, optimizer, scheduler, RNG states, loader shuffling state, history and
+        best-so-far to ``path`` with ``minidl.io.save_checkpoint``."""
         from minidl import io
-        return io.save_checkpoint(path, self.state_dict())
+        io.save_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                           epoch=self.epoch, extra=self._extra_state())
+        return os.fspath(path)
 
     def resume(self, path):
         """Load a checkpoint written by ``save_checkpoint`` (e.g. ``out_dir/last.ckpt``)."""
         from minidl import io
-        self.load_state_dict(io.load_checkpoint(path))
+        ckpt = io.load_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                                  map_location=self.device)  # restores the RNG states too
+        self._load_extra(ckpt["epoch"], ckpt.get("extra") or {})
         return self
 
     # ------------------------------------------------------------ loop
@@ -356,9 +360,8 @@ class Trainer:
                 if self.checkpoint:
                     if improved:
                         from minidl import io
-                        io.save_checkpoint(os.path.join(self.out_dir, "best.ckpt"),
-                                           {"epoch": epoch, "model": self.model.state_dict(),
-                                            self.monitor: row[self.monitor]})
+                        io.save_checkpoint(os.path.join(self.out_dir, "best.ckpt"), model=self.model,
+                                           epoch=epoch, extra={self.monitor: row[self.monitor]})
                     self.save_checkpoint(os.path.join(self.out_dir, "last.ckpt"))
             if self.early_stopping is not None and since_best >= self.early_stopping:
                 self.stopped_early = True

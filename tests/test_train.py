@@ -91,7 +91,7 @@ def _resume_roundtrip(restore_rng=True):
     # a fresh process: other init, other RNG state, loader at its start
     model2, opt2, train2, val2 = make(seed=123, loader_seed=99)
     if not restore_rng:
-        state = dict(state, rng=copy.deepcopy(mdl.backend.get_rng_state()), train_loader=None)
+        state = dict(state, rng=copy.deepcopy(mdl.backend.get_rng_state()), extra=dict(state["extra"], train_loader=None))
     resumed = Trainer(model2, opt2, train2, val2, progress=False)
     resumed.load_state_dict(state)
     resumed.fit(5)
@@ -178,3 +178,28 @@ def test_progress_bar_runs(capsys):
     out = capsys.readouterr()
     assert "epoch 1" in out.out and "val loss" in out.out
     assert "loss=" in out.err and "acc=" in out.err  # the tqdm bar's live postfix
+
+
+def test_resume_with_dataloader_and_augmentation():
+    """With minidl's DataLoader (its own shuffling generator, per-batch augmentation seeds) and dropout."""
+    from minidl.data import ArrayDataset, DataLoader, transforms as T
+
+    def build(seed, loader_seed):
+        mdl.manual_seed(seed)
+        rng = np.random.default_rng(0)
+        ds = ArrayDataset(rng.integers(0, 256, (96, 1, 6, 6), dtype=np.uint8), rng.integers(0, 3, 96),
+                          transform=T.Compose([T.RandomHorizontalFlip(), T.Normalize(0.5, 0.25)]))
+        model = nn.Sequential(nn.Flatten(), nn.Linear(36, 12), nn.ReLU(), nn.Dropout(0.5), nn.Linear(12, 3))
+        opt = optim.Adam(model.parameters(), lr=1e-2)
+        return Trainer(model, opt, DataLoader(ds, batch_size=16, shuffle=True, seed=loader_seed), progress=False)
+
+    full = build(0, 5)
+    full.fit(2)
+    state = copy.deepcopy(full.state_dict())
+    full.fit(4)
+    resumed = build(1, 6)
+    resumed.load_state_dict(state)
+    resumed.fit(4)
+    a, b = weights(full.model), weights(resumed.model)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
