@@ -26,12 +26,12 @@ def _np(x) -> np.ndarray:
     return backend.to_numpy(x) if backend.is_array(x) else np.asarray(x)
 
 
-def _save(fig: Figure, path) -> str:
+def _save(fig: Figure, path, tight: bool = True) -> str:
     path = os.fspath(path)
     d = os.path.dirname(path)
     if d:
         os.makedirs(d, exist_ok=True)
-    fig.savefig(path, format="png", dpi=fig.dpi, bbox_inches="tight")
+    fig.savefig(path, format="png", dpi=fig.dpi, bbox_inches="tight" if tight else None)
     return path
 
 
@@ -149,28 +149,53 @@ def plot_confusion_matrix(cm, path, class_names=None, normalize: bool = False, t
 
 
 # ----------------------------------------------------------------- image grids
+def _mosaic(tiles, ncols, gap_top, gap=2, fill=1.0):
+    """Tile equally-sized HW or HWC images into one array with ``gap_top`` blank rows above each
+    tile (room for its title); returns the mosaic and each tile's (x centre, y top)."""
+    h, w = tiles[0].shape[:2]
+    rgb = any(t.ndim == 3 for t in tiles)
+    rows, cols = _grid(len(tiles), ncols)
+    ch, cw = h + gap_top + gap, w + gap
+    canvas = np.full((rows * ch, cols * cw) + ((3,) if rgb else ()), fill, dtype=np.float64)
+    anchors = []
+    for i, t in enumerate(tiles):
+        r, c = divmod(i, cols)
+        y, x = r * ch + gap_top, c * cw
+        if rgb and t.ndim == 2:
+            t = np.repeat(t[..., None], 3, axis=2)
+        canvas[y:y + h, x:x + w] = t
+        anchors.append((x + w / 2 - 0.5, y - 0.5))
+    return canvas, anchors, (rows, cols)
+
+
 def plot_image_grid(images, path, titles=None, title_colors=None, ncols: int | None = None, suptitle=None,
-                    mean=None, std=None) -> str:
-    """A grid of images, each with an optional title (and title colour)."""
+                    mean=None, std=None, cmap="gray", cell_inches: float = 1.5) -> str:
+    """A grid of images, each with an optional title (and title colour), drawn as one mosaic."""
     imgs = _np(images)
     n = len(imgs)
     if n == 0:
         raise ValueError("no images to plot")
-    rows, cols = _grid(n, ncols)
-    fig = Figure(figsize=(1.6 * cols, 1.8 * rows + (0.4 if suptitle else 0)), dpi=100)
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    for i, ax in enumerate(axes):
-        ax.axis("off")
-        if i >= n:
-            continue
-        img = _to_display(imgs[i], mean, std)
-        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-        if titles is not None:
-            ax.set_title(str(titles[i]), fontsize=8,
-                         color=title_colors[i] if title_colors is not None else "black")
+    tiles = [_to_display(im, mean, std) for im in imgs]
+    if len({t.shape[:2] for t in tiles}) != 1:
+        raise ValueError("all images of a grid must have the same height and width")
+    h, w = tiles[0].shape[:2]
+    lines = max((str(t).count("\n") + 1 for t in titles), default=0) if titles is not None else 0
+    gap_top = int(round(h * 0.22 * lines)) if lines else 2
+    canvas, anchors, (rows, cols) = _mosaic(tiles, ncols, gap_top)
+    width = cols * cell_inches
+    height = width * canvas.shape[0] / canvas.shape[1] + (0.35 if suptitle else 0)
+    fig = Figure(figsize=(width, height), dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1 - (0.35 / height if suptitle else 0)))
+    ax.imshow(canvas, cmap=cmap if canvas.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest",
+              aspect="auto")
+    ax.axis("off")
+    if titles is not None:
+        for i, (x, y) in enumerate(anchors):
+            ax.text(x, y, str(titles[i]), ha="center", va="bottom", fontsize=8,
+                    color=title_colors[i] if title_colors is not None else "black")
     if suptitle:
-        fig.suptitle(suptitle)
-    return _save(fig, path)
+        fig.suptitle(suptitle, y=1 - 0.05 / height, va="top")
+    return _save(fig, path, tight=False)
 
 
 def _name(c, class_names):
@@ -257,24 +282,33 @@ def conv_feature_maps(model, image) -> list:
 
 def plot_feature_maps(model, image, path_prefix, max_maps: int = 32, ncols: int = 8) -> list:
     """One PNG per conv layer, ``{path_prefix}_{layer}.png``: the input image and up to
-    ``max_maps`` channels of that layer's output for ``image``.  Returns the paths written."""
+    ``max_maps`` channels of that layer's output for ``image`` (each channel min-max scaled).
+    Returns the paths written."""
     paths = []
+    img = _to_display(_np(image).reshape(_np(image).shape[-3:]))
     for name, maps in conv_feature_maps(model, image):
         k = min(max_maps, maps.shape[0])
-        rows, cols = _grid(k + 1, ncols)
-        fig = Figure(figsize=(1.5 * cols, 1.6 * rows + 0.4), dpi=100)
-        axes = fig.subplots(rows, cols, squeeze=False).ravel()
-        img = _to_display(_np(image).reshape(_np(image).shape[-3:]))
-        for ax in axes:
-            ax.axis("off")
-        axes[0].imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
-        axes[0].set_title("input", fontsize=8)
+        tiles = []
         for c in range(k):
-            axes[c + 1].imshow(maps[c], cmap="viridis")
-            axes[c + 1].set_title(f"ch {c}", fontsize=8)
-        fig.suptitle(f"feature maps of {name} ({maps.shape[0]} channels, {maps.shape[1]}x{maps.shape[2]})")
+            m = maps[c].astype(np.float64)
+            lo, hi = m.min(), m.max()
+            tiles.append((m - lo) / (hi - lo) if hi > lo else np.zeros_like(m))
+        canvas, _, (rows, cols) = _mosaic(tiles, min(ncols, k), gap_top=1, gap=1, fill=np.nan)
+        grid_w = 1.2 * cols
+        grid_h = grid_w * canvas.shape[0] / canvas.shape[1]
+        fig = Figure(figsize=(grid_w + 2.0, max(grid_h, 1.8) + 0.4), dpi=100)
+        W, H = fig.get_size_inches()
+        ax_in = fig.add_axes((0.1 / W, (H - 0.4 - 1.6) / H, 1.6 / W, 1.6 / H))
+        ax_in.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+        ax_in.set_title("input", fontsize=8)
+        ax_in.axis("off")
+        ax = fig.add_axes((1.9 / W, (H - 0.4 - grid_h) / H, grid_w / W, grid_h / H))
+        ax.imshow(canvas, cmap="viridis", vmin=0, vmax=1, interpolation="nearest", aspect="auto")
+        ax.axis("off")
+        fig.suptitle(f"feature maps of conv layer {name!r}: first {k} of {maps.shape[0]} channels, "
+                     f"{maps.shape[1]}x{maps.shape[2]}", fontsize=10)
         safe = name.replace(".", "_") or "conv"
-        paths.append(_save(fig, f"{os.fspath(path_prefix)}_{safe}.png"))
+        paths.append(_save(fig, f"{os.fspath(path_prefix)}_{safe}.png", tight=False))
     return paths
 
 
@@ -290,7 +324,8 @@ def plot_weight_histograms(model, path, bins: int = 50) -> str:
         ax.axis("off")
     for ax, (name, p) in zip(axes, named):
         v = _np(p).ravel()
-        ax.hist(v, bins=bins, color="tab:orange" if name.endswith("bias") else "tab:blue")
+        counts, edges = np.histogram(v, bins=bins)
+        ax.stairs(counts, edges, fill=True, color="tab:orange" if name.endswith("bias") else "tab:blue")
         ax.set_title(f"{name} {tuple(_np(p).shape)}", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.text(0.98, 0.95, f"mean {v.mean():.3g}\nstd {v.std():.3g}", transform=ax.transAxes,
