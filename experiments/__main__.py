@@ -28,6 +28,7 @@ def main(argv=None):
     s = sub.add_parser("results", help="print the README Results table from OUT/*/metrics.json")
     s.add_argument("--out", default="runs")
     s.add_argument("--write", default=None, help="also write the table to this file")
+    s.add_argument("--data-dir", default=None, help="dataset root, to tell whether CIFAR-100 is present")
     args = p.parse_args(argv)
 
     if args.cmd == "list":
@@ -38,7 +39,7 @@ def main(argv=None):
         return 0
     if args.cmd == "results":
         from experiments.results import results_table
-        table = results_table(args.out)
+        table = results_table(args.out, args.data_dir)
         print(table)
         if args.write:
             with open(args.write, "w") as f:
