@@ -369,6 +369,13 @@ def test_bad_arguments_raise_clear_errors():
         SGD([p, p], lr=0.1)
     with pytest.raises(ValueError, match="not a leaf"):
         SGD([p * 2], lr=0.1)
+    opt = SGD([p], lr=0.1)
+    p.grad = mdl.Tensor(np.ones(1))  # float64 gradient for a float32 parameter
+    with pytest.raises(TypeError, match="dtype float64 for a parameter of dtype float32"):
+        opt.step()
+    p.grad = mdl.Tensor(np.ones(2, np.float32))
+    with pytest.raises(ValueError, match=r"shape \(2,\) for a parameter of shape \(1,\)"):
+        opt.step()
     assert isinstance(SGD([p]), Optimizer) and SGD([p]).defaults["lr"] == 1e-3
     assert "lr: 0.001" in repr(SGD([p]))
 

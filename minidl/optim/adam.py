@@ -45,22 +45,27 @@ class Adam(Optimizer):
             if group["decoupled_weight_decay"]:
                 p.data *= 1.0 - lr * weight_decay
             else:
-                g = g + weight_decay * p.data        # a new array: the gradient itself is never written
+                decayed = p.data * weight_decay      # g + weight_decay * p in a new array:
+                decayed += g                         # the gradient itself is never written
+                g = decayed
         state["step"] += 1
         t = state["step"]
         m, v = state["exp_avg"], state["exp_avg_sq"]
+        scratch = xp.multiply(g, 1.0 - beta1)        # the one temporary array of the step
         m *= beta1
-        m += (1.0 - beta1) * g
+        m += scratch
+        xp.multiply(g, g, out=scratch)
+        scratch *= 1.0 - beta2
         v *= beta2
-        v += (1.0 - beta2) * (g * g)
+        v += scratch
         if group["amsgrad"]:
             v = xp.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
         bias_correction1 = 1.0 - beta1 ** t
         bias_correction2 = 1.0 - beta2 ** t
-        denom = xp.sqrt(v)
+        denom = xp.sqrt(v, out=scratch)
         denom /= math.sqrt(bias_correction2)
         denom += eps
-        step = m / denom
+        step = xp.divide(m, denom, out=scratch)
         step *= lr / bias_correction1
         p.data -= step
 

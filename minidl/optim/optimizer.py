@@ -99,6 +99,9 @@ class Optimizer:
                 g = p.grad.data
                 if g.shape != p.data.shape:
                     raise ValueError(f"gradient of shape {g.shape} for a parameter of shape {p.data.shape}")
+                if g.dtype != p.data.dtype:
+                    raise TypeError(f"gradient of dtype {g.dtype} for a parameter of dtype {p.data.dtype}; "
+                                    f"assign a gradient of the parameter's dtype")
                 self._update(p, g, group, self.state.setdefault(p, {}))
         return loss
 

@@ -32,13 +32,20 @@ class SGD(Optimizer):
         if group["maximize"]:
             g = -g
         if weight_decay != 0:
-            g = g + weight_decay * p.data            # a new array: the gradient itself is never written
+            decayed = weight_decay * p.data          # g + weight_decay * p in a new array:
+            decayed += g                             # the gradient itself is never written
+            g = decayed
         if momentum != 0:
             buf = state.get("momentum_buffer")
             if buf is None:
                 buf = state["momentum_buffer"] = g.copy()
             else:
                 buf *= momentum
-                buf += (1.0 - dampening) * g
-            g = g + momentum * buf if group["nesterov"] else buf
+                buf += g if dampening == 0 else (1.0 - dampening) * g
+            if group["nesterov"]:
+                d = momentum * buf                   # g + momentum * b
+                d += g
+                g = d
+            else:
+                g = buf
         p.data -= lr * g

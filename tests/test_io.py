@@ -1,0 +1,322 @@
+"""Checkpoints: bit-exact round trips, resuming training identically, atomic writes, no pickle,
+clear errors on corrupt or truncated files, and loading across backends."""
+import json
+import os
+import pickle
+import zipfile
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+
+import minidl as mdl
+from minidl import backend
+from minidl.io import CheckpointError, load_checkpoint, save_checkpoint
+from minidl.optim import SGD, Adam
+from minidl.optim import lr_scheduler as S
+
+
+class StandIn:
+    """A minimal model with nn.Module's state_dict interface: a float32 weight and bias, a float64
+    buffer and an int64 buffer.  load_state_dict copies in place onto each tensor's device, as nn does."""
+
+    def __init__(self, device="cpu", seed=0):
+        rng = np.random.default_rng(seed)
+        self.weight = mdl.Tensor(rng.standard_normal((4, 3)).astype(np.float32), requires_grad=True, device=device)
+        self.bias = mdl.Tensor(rng.standard_normal(4).astype(np.float32), requires_grad=True, device=device)
+        self.running_var = mdl.Tensor(rng.random(4), device=device)            # float64 buffer
+        self.num_batches_tracked = mdl.Tensor(np.array(7, np.int64), device=device)
+
+    def parameters(self):
+        return [self.weight, self.bias]
+
+    def __call__(self, x):
+        return x @ self.weight.T + self.bias
+
+    def state_dict(self):
+        return OrderedDict((k, mdl.Tensor(getattr(self, k).data))
+                           for k in ("weight", "bias", "running_var", "num_batches_tracked"))
+
+    def load_state_dict(self, sd, strict=True):
+        own = self.state_dict()
+        if strict and set(sd) != set(own):
+            raise RuntimeError(f"keys differ: {sorted(set(sd) ^ set(own))}")
+        for k, v in sd.items():
+            t = getattr(self, k)
+            t.data[...] = backend.to_device(v.data if isinstance(v, mdl.Tensor) else v, t.device)
+
+
+def same_bits(a, b):
+    a, b = backend.to_numpy(getattr(a, "data", a)), backend.to_numpy(getattr(b, "data", b))
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def train_steps(model, opt, sched, n, device="cpu"):
+    """n SGD steps on a toy regression whose gradients get noise from both RNGs (so RNG state matters)."""
+    x = mdl.Tensor(np.linspace(-1, 1, 24, dtype=np.float32).reshape(8, 3), device=device)
+    for _ in range(n):
+        opt.zero_grad()
+        loss = (model(x) ** 2).mean()
+        loss.backward()
+        noise = backend.default_generator(np).standard_normal(model.weight.shape).astype(np.float32)
+        noise += np.random.standard_normal(model.weight.shape).astype(np.float32)
+        model.weight.grad = mdl.Tensor(model.weight.grad.data + backend.to_device(0.01 * noise, device))
+        opt.step()
+        sched.step()
+
+
+def make(device="cpu", opt_cls=Adam):
+    model = StandIn(device)
+    opt = opt_cls([{"params": [model.weight]}, {"params": [model.bias], "weight_decay": 0.0}], lr=0.1,
+                  weight_decay=1e-2)
+    warm = S.LinearLR(opt, start_factor=0.1, total_iters=3)
+    sched = S.SequentialLR(opt, [warm, S.CosineAnnealingLR(opt, T_max=10)], milestones=[3])
+    return model, opt, sched
+
+
+EXTRA = {"name": "run-ü", "best": float("inf"), "nan": float("nan"), "flags": [True, None, 3],
+         "betas": (0.9, 0.999), "by_int": {1: "a", 2: (3, 4)}, "f32": np.float32(1.5),
+         "hist": np.arange(5, dtype=np.int16), "t": mdl.Tensor(np.eye(2)), "__array__": "not a marker"}
+
+
+# ---------------------------------------------------------------- round trips
+@pytest.mark.parametrize("opt_cls", [Adam, SGD])
+def test_round_trip_is_bit_exact(tmp_path, opt_cls):
+    mdl.manual_seed(0)
+    model, opt, sched = make(opt_cls=opt_cls)
+    if opt_cls is SGD:
+        for g in opt.param_groups:
+            g["momentum"] = 0.9
+    train_steps(model, opt, sched, 4)
+    path = tmp_path / "ckpt.npz"
+    save_checkpoint(path, model, opt, sched, epoch=4, extra=EXTRA)
+
+    model2, opt2, sched2 = make()
+    model2.weight.data[...] = 0
+    ckpt = load_checkpoint(path, model2, opt2, sched2)
+    for k, v in model.state_dict().items():
+        assert same_bits(v, model2.state_dict()[k]), k
+    for p, p2 in zip(model.parameters(), model2.parameters()):
+        assert opt.state[p].keys() == opt2.state[p2].keys()
+        for k in opt.state[p]:
+            if k == "step":
+                assert opt2.state[p2][k] == opt.state[p][k]
+            else:
+                assert same_bits(opt.state[p][k], opt2.state[p2][k]), k
+    assert [dict(g, params=None) for g in opt.param_groups] == [dict(g, params=None) for g in opt2.param_groups]
+    assert sched2.state_dict() == sched.state_dict()
+    assert ckpt["epoch"] == 4
+    ex = ckpt["extra"]
+    assert ex["name"] == "run-ü" and ex["best"] == float("inf") and np.isnan(ex["nan"])
+    assert ex["flags"] == [True, None, 3] and ex["betas"] == (0.9, 0.999) and ex["by_int"] == {1: "a", 2: (3, 4)}
+    assert type(ex["f32"]) is np.float32 and ex["f32"] == 1.5
+    assert same_bits(ex["hist"], EXTRA["hist"]) and isinstance(ex["t"], mdl.Tensor) and same_bits(ex["t"], EXTRA["t"])
+    assert ex["__array__"] == "not a marker"
+    assert list(ckpt["model"]) == ["weight", "bias", "running_var", "num_batches_tracked"]
+
+
+def test_resumed_training_matches_uninterrupted_training(tmp_path):
+    mdl.manual_seed(1)
+    model, opt, sched = make()
+    train_steps(model, opt, sched, 3)
+    save_checkpoint(tmp_path / "c.npz", model, opt, sched, epoch=3)
+    train_steps(model, opt, sched, 5)           # the uninterrupted run, drawing from both RNGs
+    mdl.manual_seed(999)                        # scramble the RNGs: the checkpoint must restore them
+    np.random.seed(5)
+    model2, opt2, sched2 = make()
+    load_checkpoint(tmp_path / "c.npz", model2, opt2, sched2)
+    train_steps(model2, opt2, sched2, 5)
+    assert same_bits(model.weight, model2.weight) and same_bits(model.bias, model2.bias)
+    assert sched.get_last_lr() == sched2.get_last_lr()
+
+
+def test_restore_rng_false_leaves_the_generators_alone(tmp_path):
+    mdl.manual_seed(3)
+    save_checkpoint(tmp_path / "c.npz", epoch=0)
+    mdl.manual_seed(4)
+    expected = backend.default_generator(np).random(), np.random.random()
+    mdl.manual_seed(4)
+    load_checkpoint(tmp_path / "c.npz", restore_rng=False)
+    assert (backend.default_generator(np).random(), np.random.random()) == expected
+    load_checkpoint(tmp_path / "c.npz")
+    mdl.manual_seed(3)
+    ref = backend.default_generator(np).random(), np.random.random()
+    load_checkpoint(tmp_path / "c.npz")
+    assert (backend.default_generator(np).random(), np.random.random()) == ref
+
+
+def test_saving_leaves_the_model_where_it_was(tmp_path, device):
+    model, opt, sched = make(device)
+    train_steps(model, opt, sched, 2, device)
+    arrays = {k: getattr(model, k).data for k in model.state_dict()}
+    copies = {k: backend.to_numpy(a).copy() for k, a in arrays.items()}
+    state_arrays = {k: v for k, v in opt.state[model.weight].items() if k != "step"}
+    save_checkpoint(tmp_path / "c.npz", model, opt, sched)
+    for k, a in arrays.items():
+        t = getattr(model, k)
+        assert t.data is a and t.device == device, f"{k} was moved or replaced"
+        assert same_bits(t.data, copies[k])
+    for k, v in state_arrays.items():
+        assert opt.state[model.weight][k] is v and backend.device_of(v) == device
+
+
+@pytest.mark.parametrize("dst", ["cpu", "cuda"])
+def test_loadable_on_either_backend(tmp_path, device, dst):
+    if dst == "cuda" and backend.cupy_status():
+        pytest.skip(f"CuPy backend not available: {backend.cupy_status()}")
+    model, opt, sched = make(device)
+    train_steps(model, opt, sched, 2, device)
+    save_checkpoint(tmp_path / "c.npz", model, opt, sched, epoch=2)
+    model2, opt2, sched2 = make(dst)
+    load_checkpoint(tmp_path / "c.npz", model2, opt2, sched2)
+    assert model2.weight.device == dst and same_bits(model2.weight, model.weight)
+    for k, v in opt2.state[model2.weight].items():
+        if k != "step":
+            assert backend.device_of(v) == dst and same_bits(v, opt.state[model.weight][k])
+    raw = load_checkpoint(tmp_path / "c.npz", map_location=dst)
+    assert raw["model"]["weight"].device == dst and same_bits(raw["model"]["weight"], model.weight)
+    train_steps(model2, opt2, sched2, 1, dst)  # and it trains on
+
+
+def test_load_without_objects_returns_the_state_dicts(tmp_path):
+    model, opt, sched = make()
+    train_steps(model, opt, sched, 1)
+    save_checkpoint(tmp_path / "c.npz", model, opt)
+    ckpt = load_checkpoint(tmp_path / "c.npz", device="cpu")
+    assert set(ckpt) >= {"model", "optimizer", "epoch", "extra", "rng"} and "scheduler" not in ckpt
+    assert list(ckpt["optimizer"]["state"]) == [0, 1]
+    assert isinstance(ckpt["model"]["weight"], mdl.Tensor)
+    with pytest.raises(CheckpointError, match="holds no scheduler state"):
+        load_checkpoint(tmp_path / "c.npz", scheduler=sched)
+
+
+def test_strict_goes_to_the_model(tmp_path):
+    model = StandIn(seed=1)  # saves everything but its running_var
+    model.state_dict = lambda: OrderedDict((k, v) for k, v in StandIn.state_dict(model).items() if k != "running_var")
+    save_checkpoint(tmp_path / "partial.npz", model)
+    fresh = StandIn(seed=2)
+    with pytest.raises(RuntimeError, match="running_var"):
+        load_checkpoint(tmp_path / "partial.npz", fresh)
+    load_checkpoint(tmp_path / "partial.npz", fresh, strict=False)
+    assert same_bits(fresh.weight, model.weight) and not same_bits(fresh.running_var, model.running_var)
+
+
+# ---------------------------------------------------------------- atomic writes, no pickle
+def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path, monkeypatch):
+    path = tmp_path / "c.npz"
+    save_checkpoint(path, epoch=1)
+    before = path.read_bytes()
+    assert os.listdir(tmp_path) == ["c.npz"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (path.stat().st_mode & 0o777) == (0o666 & ~umask)
+
+    def broken_savez(f, **arrays):
+        f.write(b"PK\x03\x04 half a file")
+        raise OSError("disk full")
+    monkeypatch.setattr(np, "savez", broken_savez)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, epoch=2)
+    monkeypatch.undo()
+    assert path.read_bytes() == before, "a failed save must not touch the existing checkpoint"
+    assert os.listdir(tmp_path) == ["c.npz"], "the temporary file must be removed"
+    assert load_checkpoint(path)["epoch"] == 1
+    with pytest.raises(TypeError, match=r"checkpoint\['extra'\]\['f'\]"):
+        save_checkpoint(path, extra={"f": lambda: 0})
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["c.npz"]
+
+
+def test_file_is_plain_npz_with_json_metadata(tmp_path):
+    model, opt, sched = make()
+    save_checkpoint(tmp_path / "c.npz", model, opt, sched, epoch=2)
+    with np.load(tmp_path / "c.npz", allow_pickle=False) as z:
+        meta = json.loads(z["__meta__"].tobytes().decode())
+        assert meta["format"] == "minidl-checkpoint" and meta["epoch"] == 2
+        key = meta["model"]["weight"]["__tensor__"]
+        assert z[key].dtype == np.float32 and same_bits(z[key], model.weight)
+
+
+_UNPICKLED = []
+
+
+def _mark():
+    _UNPICKLED.append(1)
+    return 0
+
+
+class _Evil:
+    def __reduce__(self):
+        return (_mark, ())
+
+
+def test_pickled_content_is_refused_and_never_run(tmp_path):
+    path = tmp_path / "evil.npz"
+    np.savez(path, __meta__=np.frombuffer(json.dumps({"format": "minidl-checkpoint", "version": 1,
+                                                      "extra": {"__array__": "a0"}}).encode(), np.uint8),
+             a0=np.array([_Evil()], dtype=object))
+    with pytest.raises(CheckpointError, match="evil.npz"):
+        load_checkpoint(path)
+    (tmp_path / "p.npz").write_bytes(pickle.dumps(_Evil()))
+    with pytest.raises(CheckpointError, match="p.npz"):
+        load_checkpoint(tmp_path / "p.npz")
+    assert _UNPICKLED == [], "loading a checkpoint ran pickled code"
+
+
+# ---------------------------------------------------------------- corrupt and truncated files
+@pytest.fixture
+def good_file(tmp_path):
+    model, opt, sched = make()
+    train_steps(model, opt, sched, 1)
+    path = tmp_path / "good.npz"
+    save_checkpoint(path, model, opt, sched, epoch=1)
+    return path
+
+
+@pytest.mark.parametrize("keep", [0, 1, 30, 0.5, -100, -22, -1])
+def test_truncated_file_raises_a_clear_error(good_file, tmp_path, keep):
+    data = good_file.read_bytes()
+    n = int(len(data) * keep) if isinstance(keep, float) else (keep if keep >= 0 else len(data) + keep)
+    bad = tmp_path / "truncated.npz"
+    bad.write_bytes(data[:n])
+    with pytest.raises(CheckpointError, match="truncated.npz") as e:
+        load_checkpoint(bad, *make())
+    assert "corrupt" in str(e.value) or "truncated" in str(e.value)
+
+
+def test_corrupted_bytes_raise_a_clear_error(good_file, tmp_path):
+    data = bytearray(good_file.read_bytes())
+    with zipfile.ZipFile(good_file) as zf:  # flip one byte inside each stored array's data
+        infos = zf.infolist()
+    assert len(infos) > 3
+    for info in infos:
+        start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+        corrupt = bytearray(data)
+        corrupt[start + info.compress_size - 1] ^= 0xFF
+        bad = tmp_path / "corrupt.npz"
+        bad.write_bytes(bytes(corrupt))
+        with pytest.raises(CheckpointError, match="corrupt.npz.*Bad CRC-32"):
+            load_checkpoint(bad, *make())
+
+
+def test_foreign_files_raise_clear_errors(tmp_path):
+    cases = {"text.npz": b"hello, not a checkpoint", "empty.npz": b""}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(CheckpointError, match=name):
+            load_checkpoint(tmp_path / name)
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    with pytest.raises(CheckpointError, match="single .npy array"):
+        load_checkpoint(tmp_path / "one.npy")
+    np.savez(tmp_path / "plain.npz", x=np.zeros(3))
+    with pytest.raises(CheckpointError, match="no '__meta__' entry"):
+        load_checkpoint(tmp_path / "plain.npz")
+    meta = {"format": "minidl-checkpoint", "version": 99}
+    np.savez(tmp_path / "future.npz", __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    with pytest.raises(CheckpointError, match="version 99"):
+        load_checkpoint(tmp_path / "future.npz")
+    meta = {"format": "minidl-checkpoint", "version": 1, "extra": {"__array__": "a5"}}
+    np.savez(tmp_path / "dangling.npz", __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    with pytest.raises(CheckpointError, match="dangling.npz.*does not match"):
+        load_checkpoint(tmp_path / "dangling.npz")
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.npz")
