@@ -11,7 +11,7 @@ from minidl.nn.normalization import BatchNorm1d, BatchNorm2d
 from minidl.nn.parameter import Parameter
 from minidl.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from minidl.nn.resnet import BasicBlock, PadShortcut, ResNet, resnet18, resnet20, resnet32, resnet44, resnet56
-from minidl.nn.summary import ModelSummary, summary
+from minidl.nn.model_summary import ModelSummary, summary
 
 __all__ = ["functional", "init", "Module", "Parameter", "Linear", "Identity", "Conv2d", "MaxPool2d", "AvgPool2d",
            "AdaptiveAvgPool2d", "Dropout", "Dropout2d", "BatchNorm1d", "BatchNorm2d", "ReLU", "LeakyReLU", "Tanh",

@@ -379,6 +379,6 @@ class Module:
     def summary(self, input_shape, batch_size: int = -1, device=None, dtype=None, print_fn=print):
         """Print (and return) a torchsummary-style table of this model: each layer's type,
         output shape and parameter count, the totals, and memory estimates in MB.
-        ``input_shape`` excludes the batch axis, e.g. ``(3, 32, 32)``; see ``minidl.nn.summary``."""
-        from minidl.nn.summary import summary
+        ``input_shape`` excludes the batch axis, e.g. ``(3, 32, 32)``; see ``minidl.nn.model_summary``."""
+        from minidl.nn.model_summary import summary
         return summary(self, input_shape, batch_size=batch_size, device=device, dtype=dtype, print_fn=print_fn)

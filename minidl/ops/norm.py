@@ -43,21 +43,24 @@ class BatchNorm(Function):
             raise ValueError(f"batch_norm in training mode needs more than one value per channel, "
                              f"got input of shape {tuple(x.shape)}")
         self.mean = x.mean(axis=self.axes)
-        xc = x - self.mean.reshape(self.shape)
-        self.var = (xc * xc).mean(axis=self.axes)
+        xhat = x - self.mean.reshape(self.shape)                 # x - mu, normalised in place below
+        self.var = (xhat * xhat).mean(axis=self.axes)
         self.inv_std = 1 / xp.sqrt(self.var + x.dtype.type(self.eps))
-        self.xhat = xc * self.inv_std.reshape(self.shape)
-        self.gamma = gamma
-        return self.xhat * gamma.reshape(self.shape) + beta.reshape(self.shape)
+        xhat *= self.inv_std.reshape(self.shape)
+        self.xhat, self.gamma = xhat, gamma
+        y = xhat * gamma.reshape(self.shape)
+        y += beta.reshape(self.shape)
+        return y
 
     def backward(self, gy):
         sum_gy = gy.sum(axis=self.axes)
         sum_gy_xhat = (gy * self.xhat).sum(axis=self.axes)
         gx = None
-        if self.needs_input_grad[0]:
-            m = gy.dtype.type(self.m)
-            k = (self.gamma * self.inv_std / m).reshape(self.shape)
-            gx = k * (m * gy - sum_gy.reshape(self.shape) - self.xhat * sum_gy_xhat.reshape(self.shape))
+        if self.needs_input_grad[0]:  # three passes over the data, per-channel factors precomputed
+            k = self.gamma * self.inv_std / gy.dtype.type(self.m)
+            gx = gy * (k * gy.dtype.type(self.m)).reshape(self.shape)
+            gx -= (k * sum_gy).reshape(self.shape)
+            gx -= self.xhat * (k * sum_gy_xhat).reshape(self.shape)
         return gx, sum_gy_xhat, sum_gy
 
 
