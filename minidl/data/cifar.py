@@ -91,8 +91,8 @@ class CIFAR10(ArrayDataset):
         files = (self.train_list if self.train else self.test_list) + [self.meta_file]
         folder = os.path.join(self.root, self.base_folder)
         archive = os.path.join(self.root, self.filename)
-        if not self._folder_complete(folder, files) and not os.path.isfile(archive) and download:
-            self.download()
+        if not self._folder_complete(folder, files) and download:
+            self.download()  # keeps an archive already there when its MD5 is the published one
         if self._folder_complete(folder, files):
             blobs = {}
             for name in files:

@@ -51,6 +51,7 @@ class ArrayDataset(Dataset):
     """
 
     _layout = "NCHW"
+    classes = None
 
     def __init__(self, images, targets, transform=None, target_transform=None, classes=None, layout=None):
         if layout is not None:

@@ -16,6 +16,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import http.client
 import urllib.error
 import urllib.request
 import zlib
@@ -112,7 +113,7 @@ def download_url(urls, path, md5: str | None = None, progress: bool = True, time
                     raise DownloadError(f"MD5 mismatch for {url}: expected {md5}, got {got}")
             os.replace(tmp, path)
             return path
-        except (OSError, urllib.error.URLError, DownloadError, ValueError) as e:  # http.client errors are OSError/ValueError
+        except (OSError, http.client.HTTPException, DownloadError, ValueError) as e:  # URLError is an OSError
             errors.append(f"  {url}: {e}")
         finally:
             if os.path.exists(tmp):
