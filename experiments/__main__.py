@@ -21,7 +21,7 @@ def main(argv=None):
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--limit", type=int, default=None, help="train on the first N samples only (smoke runs)")
     r.add_argument("--smoke", action="store_true",
-                   help="smoke run: %d samples, the experiment's reduced widths if it has any" % 256)
+                   help="smoke run: 1 epoch on %d samples, with the experiment's reduced widths if it has any" % 128)
     r.add_argument("--synthetic", action="store_true", help="small synthetic data of the right shape")
     r.add_argument("--workers", type=int, default=0, help="DataLoader threads")
     r.add_argument("--quiet", action="store_true", help="no progress bars")

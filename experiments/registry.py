@@ -153,7 +153,7 @@ class Experiment:
     report_train_acc: bool = False    # also measure accuracy on the whole training set
     n_predictions: int = 16           # test images shown with predictions
     sweep: list = field(default_factory=list)      # [{"label": ..., overrides...}]
-    smoke: dict = field(default_factory=dict)      # overrides for smoke tests (e.g. narrower model)
+    smoke: dict = field(default_factory=dict)      # overrides for smoke runs (narrower model, "limit")
     notes: list = field(default_factory=list)
 
     def config(self) -> dict:
@@ -244,7 +244,7 @@ _C100 = dict(dataset="cifar100", split={"kind": "first_last", "train": 45000, "v
              batch_size=256, epochs=20, optimizer={"name": "adam", "lr": 1e-4})
 _C100_NOTES = ["optimizer not stated for lr 1e-4: Adam assumed", "validation: the last 5,000 training images",
                "widths of the BatchNorm/augmentation variants not stated: the base 32/32/32/64 network"]
-_SMOKE_C100 = {"model_kwargs": {"fc": 256}}
+_SMOKE_C100 = {"model_kwargs": {"widths": [8, 8, 8, 16], "fc": 256}}  # 55M+ parameters at full width
 register(Experiment("cifar100-mlp", "CIFAR-100 MLP 3072-4096-4096-100", model="mlp",
                     model_kwargs={"in_features": 3072, "hidden": [4096, 4096], "num_classes": 100},
                     published=_pub("test_acc", 26.0, "26%"), smoke={"model_kwargs": {"hidden": [256, 256]}},
@@ -272,7 +272,7 @@ register(Experiment("cifar100-cnn-crop", "CIFAR-100 CNN, resize to 40 then rando
                     **_C100, notes=_C100_NOTES + ["test images are not resized"]))
 register(Experiment("cifar100-resnet18", "CIFAR-100 ResNet-18 from scratch", model="resnet18",
                     published=_pub("test_acc", 79.0, "79% (fine-tuned ImageNet weights; not comparable)"),
-                    **_C100, notes=["the report fine-tuned ImageNet-pretrained weights to 79%; no pretrained "
+                    smoke={"limit": 32, "batch_size": 16}, **_C100, notes=["the report fine-tuned ImageNet-pretrained weights to 79%; no pretrained "
                                     "weights exist here, so this trains from scratch and is not comparable"]
                     + _C100_NOTES[:2]))
 register(Experiment("cifar100-best", "CIFAR-100 report's best: Adam 1e-3, BatchNorm, dropout 0.8, flips",

@@ -22,7 +22,7 @@ from minidl.train import Trainer, evaluate
 
 from experiments.registry import DATASETS, MODELS, Experiment, get
 
-SMOKE_LIMIT = 256
+SMOKE_LIMIT = 128
 
 
 # ----------------------------------------------------------------- data
@@ -284,11 +284,12 @@ def render_report(exp, config, result, history, report, summary, fmaps, extra_md
                      f"{r['val_loss']:.4f} | {_fmt(_pct(r['val_acc']))} | {r['lr']:.3g} | {r['time_s']:.1f} |")
     lines += ["", "## Test set", "", "Classification report:", "", "```", report.rstrip(), "```", "",
               "![confusion matrix](confusion_matrix.png)", "", "Test images with predictions:", "",
-              "![predictions](predictions.png)", "", "Correctly classified:", "", "![correct](correct.png)", ""]
-    if "misclassified.png" in result.get("plots", []):
-        lines += ["Misclassified:", "", "![misclassified](misclassified.png)", ""]
-    else:
-        lines += ["No misclassified image among the first 500 test images.", ""]
+              "![predictions](predictions.png)", ""]
+    for f, what in (("correct.png", "Correctly classified"), ("misclassified.png", "Misclassified")):
+        if f in result.get("plots", []):
+            lines += [f"{what}:", "", f"![{what.lower()}]({f})", ""]
+        else:
+            lines += [f"{what}: none among the first 500 test images.", ""]
     if fmaps:
         lines += ["## Feature maps", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in fmaps] + [""]
     lines += ["## Weights", "", "![weights](weights.png)", "", "## Training samples", "", "![samples](samples.png)", "",
@@ -302,8 +303,8 @@ def run(name, epochs=None, device="cpu", data_dir=None, out="runs", seed=0, limi
     """Run experiment ``name`` (a sweep runs every variant) and return its metrics dict."""
     exp = get(name)
     if smoke:
-        exp = exp.with_overrides(exp.smoke)
-        limit = limit or SMOKE_LIMIT
+        limit = exp.smoke.get("limit") or limit or SMOKE_LIMIT
+        exp = exp.with_overrides({k: v for k, v in exp.smoke.items() if k != "limit"})
         epochs = 1 if epochs is None else epochs
     if epochs is not None:
         exp = exp.with_overrides({"epochs": int(epochs)})
@@ -329,7 +330,8 @@ def run(name, epochs=None, device="cpu", data_dir=None, out="runs", seed=0, limi
             histories[label] = json.load(f)
     viz.plot_sweep(histories, os.path.join(out_dir, "sweep.png"), title=exp.title)
     best = max(results, key=lambda k: (results[k]["best_val_acc"] or -1))
-    for f in ("confusion_matrix.png", "curves.png", "classification_report.txt"):
+    for f in ("confusion_matrix.png", "curves.png", "classification_report.txt", "history.json", "history.csv",
+              "model_summary.txt"):
         shutil.copy(os.path.join(out_dir, best, f), os.path.join(out_dir, f))
     summary = dict(results[best])
     summary.update({"experiment": exp.name, "title": exp.title, "best_variant": best,
@@ -341,10 +343,6 @@ def run(name, epochs=None, device="cpu", data_dir=None, out="runs", seed=0, limi
     _json(os.path.join(out_dir, "metrics.json"), summary)
     _json(os.path.join(out_dir, "config.json"), dict(exp.config(), seed=seed, device=device, limit=limit,
                                                      command=command))
-    with open(os.path.join(out_dir, best, "history.csv")) as src:
-        _write(os.path.join(out_dir, "history.csv"), src.read())
-    with open(os.path.join(out_dir, best, "model_summary.txt")) as src:
-        _write(os.path.join(out_dir, "model_summary.txt"), src.read())
     pub = exp.published.get("text") if exp.published else "none published"
     lines = [f"# {exp.name}: {exp.title}", "", f"Published: {pub}. Best variant by validation accuracy: "
              f"**{best}** (test {results[best]['test_acc']}%).", ""]

@@ -126,15 +126,17 @@ def plot_confusion_matrix(cm, path, class_names=None, normalize: bool = False, t
     if normalize:
         rows = shown.sum(axis=1, keepdims=True)
         shown = np.divide(shown, rows, out=np.zeros_like(shown), where=rows != 0)
-    size = max(5.0, 0.45 * n + 2)
+    size = min(12.0, max(5.0, 0.45 * n + 2))
     fig = Figure(figsize=(size + 1, size), dpi=100)
     ax = fig.subplots()
     im = ax.imshow(shown, cmap="Blues", interpolation="nearest")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    ax.set_xticks(range(n))
-    ax.set_yticks(range(n))
-    ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8 if n > 12 else 10)
-    ax.set_yticklabels(names, fontsize=8 if n > 12 else 10)
+    step = max(1, n // 25)  # at most ~25 labelled ticks per axis (CIFAR-100: every 4th class)
+    ticks = list(range(0, n, step))
+    ax.set_xticks(ticks)
+    ax.set_yticks(ticks)
+    ax.set_xticklabels([names[i] for i in ticks], rotation=45, ha="right", fontsize=8 if n > 12 else 10)
+    ax.set_yticklabels([names[i] for i in ticks], fontsize=8 if n > 12 else 10)
     ax.set_xlabel("predicted label")
     ax.set_ylabel("true label")
     ax.set_title(title or ("confusion matrix (row-normalised)" if normalize else "confusion matrix"))
@@ -318,20 +320,26 @@ def plot_weight_histograms(model, path, bins: int = 50) -> str:
     if not named:
         raise ValueError(f"{type(model).__name__} has no parameters")
     rows, cols = _grid(len(named), 4)
-    fig = Figure(figsize=(3.2 * cols, 2.4 * rows), dpi=100)
+    fig = Figure(figsize=(3.2 * cols, 1.9 * rows + 0.5), dpi=80)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    fig.subplots_adjust(left=0.03, right=0.98, bottom=0.3 / (1.9 * rows + 0.5), top=1 - 0.7 / (1.9 * rows + 0.5),
+                        wspace=0.12, hspace=0.75)
     for ax in axes[len(named):]:
         ax.axis("off")
     for ax, (name, p) in zip(axes, named):
-        v = _np(p).ravel()
-        counts, edges = np.histogram(v, bins=bins)
+        v = _np(p).ravel().astype(np.float64)
+        lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 0.0)
+        if hi - lo < 1e-8 * max(1.0, abs(lo)):  # constant (e.g. fresh BatchNorm weights): a unit-wide range
+            lo, hi = lo - 0.5, hi + 0.5
+        counts, edges = np.histogram(v, bins=bins, range=(lo, hi))
         ax.stairs(counts, edges, fill=True, color="tab:orange" if name.endswith("bias") else "tab:blue")
-        ax.set_title(f"{name} {tuple(_np(p).shape)}", fontsize=8)
+        ax.set_title(f"{name} {tuple(_np(p).shape)}\nmean {v.mean():.3g}, std {v.std():.3g}", fontsize=8)
+        ax.set_yticks([])  # counts: the shape is what matters
+        ax.set_xticks([lo, 0.0, hi] if lo < 0 < hi else [lo, hi])
+        ax.xaxis.set_major_formatter("{x:.2g}")
         ax.tick_params(labelsize=7)
-        ax.text(0.98, 0.95, f"mean {v.mean():.3g}\nstd {v.std():.3g}", transform=ax.transAxes,
-                ha="right", va="top", fontsize=7)
-    fig.suptitle("parameter histograms")
-    return _save(fig, path)
+    fig.suptitle("parameter histograms (weights blue, biases orange)")
+    return _save(fig, path, tight=False)
 
 
 # ----------------------------------------------------------------- sweeps
