@@ -1,5 +1,5 @@
 """python -m experiments list | run [NAME] [--epochs N] [--device cpu|cuda] [--data-dir D] [--out DIR]
-[--seed S] [--limit N] [--smoke] [--synthetic] | results [--out DIR] [--write FILE]
+[--seed S] [--limit N] [--smoke] [--synthetic] [--resume] | results [--out DIR] [--write FILE]
 
 ``run`` with no NAME runs the default experiment, the MNIST CNN.
 """
@@ -25,6 +25,7 @@ def main(argv=None):
     r.add_argument("--synthetic", action="store_true", help="small synthetic data of the right shape")
     r.add_argument("--workers", type=int, default=0, help="DataLoader threads")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--resume", action="store_true", help="continue from OUT/NAME/last.ckpt")
     s = sub.add_parser("results", help="print the README Results table from OUT/*/metrics.json")
     s.add_argument("--out", default="runs")
     s.add_argument("--write", default=None, help="also write the table to this file")
@@ -53,7 +54,7 @@ def main(argv=None):
     cmd = "python -m experiments " + " ".join(sys.argv[1:] if argv is None else argv)
     res = run(args.name, epochs=args.epochs, device=args.device, data_dir=args.data_dir, out=args.out, seed=args.seed,
               limit=args.limit, source="synthetic" if args.synthetic else "real", smoke=args.smoke,
-              progress=not args.quiet, command=cmd, num_workers=args.workers)
+              progress=not args.quiet, command=cmd, num_workers=args.workers, resume=args.resume)
     pub = res.get("published") or {}
     print(f"{args.name}: test accuracy {res['test_acc']}%  (best val {res['best_val_acc']}% at epoch "
           f"{res['best_epoch']}; published: {pub.get('text', 'none')}); wrote {args.out}/{res['experiment']}/")

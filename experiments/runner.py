@@ -154,7 +154,7 @@ def _pct(x):
 
 
 def run_single(exp: Experiment, out_dir, device="cpu", data_dir=None, seed=0, limit=None, source="real",
-               progress=True, command=None, num_workers=0):
+               progress=True, command=None, num_workers=0, resume=False):
     os.makedirs(out_dir, exist_ok=True)
     t_start = time.perf_counter()
     mdl.manual_seed(seed)
@@ -184,7 +184,10 @@ def run_single(exp: Experiment, out_dir, device="cpu", data_dir=None, seed=0, li
     trainer = Trainer(model, opt, train_loader, val_loader, device=device, out_dir=out_dir, progress=progress,
                       monitor="val_acc")
     t_train = time.perf_counter()
-    history = trainer.fit(exp.epochs)
+    last = os.path.join(out_dir, "last.ckpt")
+    if resume and not os.path.isfile(last):
+        raise FileNotFoundError(f"--resume: no checkpoint {last} to resume from")
+    history = trainer.fit(exp.epochs, resume=last if resume else None)
     train_time = time.perf_counter() - t_train
 
     ev = evaluate(model, test_loader, device=device, return_outputs=True)
@@ -299,8 +302,11 @@ def render_report(exp, config, result, history, report, summary, fmaps, extra_md
 
 # ----------------------------------------------------------------- entry point
 def run(name, epochs=None, device="cpu", data_dir=None, out="runs", seed=0, limit=None, source="real",
-        smoke=False, progress=True, command=None, num_workers=0) -> dict:
-    """Run experiment ``name`` (a sweep runs every variant) and return its metrics dict."""
+        smoke=False, progress=True, command=None, num_workers=0, resume=False) -> dict:
+    """Run experiment ``name`` (a sweep runs every variant) and return its metrics dict.
+
+    ``resume=True`` continues from ``OUT/NAME/last.ckpt`` (written after every epoch): the run ends
+    as an uninterrupted one with the same seed would (same config and data required)."""
     exp = get(name)
     if smoke:
         limit = exp.smoke.get("limit") or limit or SMOKE_LIMIT
@@ -313,7 +319,7 @@ def run(name, epochs=None, device="cpu", data_dir=None, out="runs", seed=0, limi
     if command is None:
         command = "python -m experiments " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("__main__.py") else None
     kw = dict(device=device, data_dir=data_dir, seed=seed, limit=limit, source=source, progress=progress,
-              command=command, num_workers=num_workers)
+              command=command, num_workers=num_workers, resume=resume)
     if not exp.sweep:
         return run_single(exp, out_dir, **kw)
 

@@ -99,3 +99,20 @@ def test_results_table_reports_a_full_run(tmp_path):
     table = results_table(tmp_path)
     row = next(l for l in table.splitlines() if l.startswith("| mnist-cnn |"))
     assert row == "| mnist-cnn | MNIST | test 96.56% | test 98.50% | 5 | cpu | 5.0 min |"
+
+
+def test_cli_resume_matches_an_uninterrupted_run(tmp_path):
+    import numpy as np
+    from minidl import io
+    base = ["run", "mnist-cnn", "--smoke", "--synthetic", "--quiet", "--seed", "1"]
+    assert main(base + ["--epochs", "2", "--out", str(tmp_path / "a")]) == 0
+    assert main(base + ["--epochs", "1", "--out", str(tmp_path / "b")]) == 0   # stopped after epoch 1
+    assert main(base + ["--epochs", "2", "--out", str(tmp_path / "b"), "--resume"]) == 0
+    a = io.load_checkpoint(tmp_path / "a" / "mnist-cnn" / "last.ckpt")
+    b = io.load_checkpoint(tmp_path / "b" / "mnist-cnn" / "last.ckpt")
+    assert a["epoch"] == b["epoch"] == 2
+    for k in a["model"]:
+        np.testing.assert_array_equal(a["model"][k].numpy(), b["model"][k].numpy(), err_msg=k)
+    ha = json.load(open(tmp_path / "a" / "mnist-cnn" / "history.json"))
+    hb = json.load(open(tmp_path / "b" / "mnist-cnn" / "history.json"))
+    assert [r["train_loss"] for r in ha] == [r["train_loss"] for r in hb]
