@@ -12,7 +12,7 @@ import numpy as np
 
 import minidl
 from minidl.autograd import Function
-from minidl.ops.conv import conv2d
+from minidl.ops.conv import conv2d  # noqa: F401  (swappable for A/B runs)
 from minidl.ops.pool import max_pool2d
 
 

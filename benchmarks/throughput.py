@@ -13,8 +13,8 @@ Nets (float32, inputs NCHW):
 Training step = forward + cross-entropy + backward + SGD(lr 0.01, momentum 0.9) step; inference = forward
 in eval mode without a graph.  Each figure is the median img/s over ``--runs`` timed runs after warm-up;
 minidl and PyTorch runs alternate, so machine noise hits both alike.  Peak memory of one training step is
-measured in a fresh subprocess per framework as the peak resident set size (ru_maxrss) minus the RSS just
-before the step (model, data and imports already loaded); for minidl the tracemalloc peak of NumPy
+measured in a fresh subprocess per framework as the peak resident set size (VmHWM, reset before the
+step) minus the RSS just before the step (model, data and imports already loaded); for minidl the tracemalloc peak of NumPy
 allocations in a step is given too.  PyTorch is used only if importable, with its default thread count.
 """
 from __future__ import annotations
@@ -25,7 +25,6 @@ import json
 import math
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -166,19 +165,22 @@ def measure(runners, fn_of, batch, runs, warmup, min_run_s=0.3):
 
 
 # ------------------------------------------------------------------ memory (subprocess)
-def _rss_mb():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def _status_mb(key):
+    """VmRSS (resident now) or VmHWM (peak resident since start or since the last reset), in MB."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key)) / 1024
 
 
 def _memory_child(net, batch, framework, device):
-    """Runs in a fresh process: peak RSS of the first training step above the RSS before it (and for minidl
-    the tracemalloc peak of a second step)."""
+    """Runs in a fresh process: peak RSS during the first training step above the RSS before it (the peak
+    mark VmHWM is reset first through /proc/self/clear_refs; ru_maxrss would carry the parent's peak over
+    fork+exec); for minidl also the tracemalloc peak of a second step."""
     runner = (MinidlRunner if framework == "minidl" else TorchRunner)(net, batch, device)
-    before = _rss_mb()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _status_mb("VmRSS")
     runner.train_step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-    out = {"rss_peak_delta_mb": round(peak - before, 1)}
+    out = {"rss_peak_delta_mb": round(_status_mb("VmHWM") - before, 1)}
     if framework == "minidl":
         import tracemalloc
         tracemalloc.start()
@@ -198,8 +200,15 @@ def memory(net, batch, framework, device):
 
 
 # ------------------------------------------------------------------ per-layer profile
-def profile_minidl(runner, steps=5):
-    """Per-layer forward and backward seconds per step (backward: time spent in the layer's ops' backward)."""
+def _medians(per_step):
+    """{label: median over steps} from a list of per-step {label: seconds} dicts."""
+    labels = {k for d in per_step for k in d}
+    return {k: statistics.median(d.get(k, 0.0) for d in per_step) for k in labels}
+
+
+def profile_minidl(runner, steps=7):
+    """Per-layer forward and backward seconds per step, medians over ``steps`` steps (backward: time spent in
+    the backward of the ops the layer made)."""
     from minidl.autograd import Function
     fwd, bwd = collections.defaultdict(float), collections.defaultdict(float)
     current = [None]
@@ -224,8 +233,9 @@ def profile_minidl(runner, steps=5):
     Function.__call__ = call
     try:
         runner.train_step()  # warm-up
-        fwd.clear(), bwd.clear()
+        hist = []
         for _ in range(steps):
+            fwd.clear(), bwd.clear(), other.clear()
             runner.model.train()
             runner.opt.zero_grad()
             x = runner.x
@@ -244,15 +254,15 @@ def profile_minidl(runner, steps=5):
             t = time.perf_counter()
             runner.opt.step()
             other["optimizer step"] += time.perf_counter() - t
+            hist.append((dict(fwd), dict(bwd), dict(other)))
     finally:
         Function.__call__ = original
-    return ({k: v / steps for k, v in fwd.items()}, {k: v / steps for k, v in bwd.items()},
-            {k: v / steps for k, v in other.items()}, labels + ["loss"])
+    return tuple(_medians([h[i] for h in hist]) for i in range(3)) + (labels + ["loss"],)
 
 
-def profile_torch(runner, steps=5):
-    """Per-layer forward and backward seconds per step from module hooks (backward of layer i = time from its
-    output gradient arriving to the next layer down receiving its own)."""
+def profile_torch(runner, steps=7):
+    """Per-layer forward and backward seconds per step (medians) from module hooks (backward of layer i = time
+    from its output gradient arriving to the next layer down receiving its own)."""
     layers = list(runner.model)
     labels = [f"{i:2d} {type(m).__name__}" for i, m in enumerate(layers)]
     fwd, bwd = collections.defaultdict(float), collections.defaultdict(float)
@@ -262,7 +272,9 @@ def profile_torch(runner, steps=5):
     other = collections.defaultdict(float)
     try:
         runner.train_step()
+        hist = []
         for _ in range(steps):
+            fwd.clear(), bwd.clear(), other.clear()
             runner.model.train()
             runner.opt.zero_grad()
             x = runner.x
@@ -284,15 +296,15 @@ def profile_torch(runner, steps=5):
             t = time.perf_counter()
             runner.opt.step()
             other["optimizer step"] += time.perf_counter() - t
+            hist.append((dict(fwd), dict(bwd), dict(other)))
     finally:
         for h in handles:
             h.remove()
-    return ({k: v / steps for k, v in fwd.items()}, {k: v / steps for k, v in bwd.items()},
-            {k: v / steps for k, v in other.items()}, labels + ["loss"])
+    return tuple(_medians([h[i] for h in hist]) for i in range(3)) + (labels + ["loss"],)
 
 
 def print_profile(net, batch, results):
-    print(f"\nprofile of net {net}, batch {batch} (ms per training step)")
+    print(f"\nprofile of net {net}, batch {batch} (ms per training step, medians over steps)")
     names = list(results)
     header = f"{'layer':<18}" + "".join(f"{n + ' fwd':>13}{n + ' bwd':>13}" for n in names)
     print(header)
