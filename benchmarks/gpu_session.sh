@@ -3,7 +3,8 @@
 # and the 100-epoch CIFAR-10 CNN.  How to run it with the device tool: benchmarks/README-gpu.md.
 #
 #   bash benchmarks/gpu_session.sh pack-data    # HERE, once: CIFAR-10 as three xz parts in .gpu_data/ (git-excluded)
-#   bash benchmarks/gpu_session.sh quick        # device: environment, pytest tests/, benchmarks     (about 6-8 min)
+#   bash benchmarks/gpu_session.sh quick        # device: environment, benchmarks, pytest tests/, profile (about 6-9 min;
+#                                               #         'bench' and 'tests' run the halves on their own)
 #   bash benchmarks/gpu_session.sh stash        # device: only unpack the carried CIFAR part          (seconds)
 #   bash benchmarks/gpu_session.sh experiment   # device: the 100-epoch CIFAR-10 CNN on the GPU       (target <= 10 min)
 #
@@ -81,26 +82,33 @@ environment() {
 }
 
 tests() {
-    log "pytest tests/ with CuPy (real-data tests skip: no MINIDL_DATA here)"
+    local par=""
+    $PY -c "import xdist" 2>/dev/null && par="-n ${TEST_WORKERS:-8}"
+    log "pytest tests/ $par with CuPy (real-data tests skip: no MINIDL_DATA here; limit ${TEST_TIMEOUT:-240} s)"
     local t0=$SECONDS
-    env -u MINIDL_DATA timeout 300 $PY -m pytest -q -rs -p no:cacheprovider tests/ > "$OUT/pytest.txt" 2>&1
+    env -u MINIDL_DATA timeout "${TEST_TIMEOUT:-240}" $PY -m pytest -q -rfEs -p no:cacheprovider $par tests/ \
+        > "$OUT/pytest.txt" 2>&1
     log "pytest exit $? in $((SECONDS - t0)) s: $(tail -1 "$OUT/pytest.txt")"
 }
 
 bench() {
     local t0=$SECONDS
     log "throughput on cuda, batch 128 and 1024, minidl next to PyTorch CUDA"
-    timeout 300 $PY -m benchmarks.throughput --device cuda --batch 128 1024 --runs 5 \
+    timeout 240 $PY -m benchmarks.throughput --device cuda --batch 128 1024 --runs 5 \
         --json "$OUT/throughput-cuda.json" 2>&1 | tee -a "$OUT/session.log"
     log "throughput of minidl on this machine's CPU (net A, batch 128), for the GPU/CPU ratio"
-    timeout 150 $PY -m benchmarks.throughput --device cpu --nets A --batch 128 --runs 3 --no-torch --no-memory \
+    timeout 90 $PY -m benchmarks.throughput --device cpu --nets A --batch 128 --runs 3 --no-torch --no-memory \
         --json "$OUT/throughput-cpu-A.json" 2>&1 | tee -a "$OUT/session.log"
-    log "per-layer profile on cuda (nets A and D, batch 128)"
-    timeout 120 $PY -m benchmarks.throughput --device cuda --nets A D --batch 128 --runs 1 --profile --no-memory \
-        --json /tmp/minidl_profile.json > "$OUT/profile.txt" 2>&1
     $PY benchmarks/gpu_summary.py "$OUT/throughput-cuda.json" "$OUT/throughput-cpu-A.json" > "$OUT/summary.md" 2>&1
     cat "$OUT/summary.md" | tee -a "$OUT/session.log"
     log "benchmarks done in $((SECONDS - t0)) s"
+}
+
+profile() {
+    log "per-layer profile on cuda (nets A and D, batch 128)"
+    timeout 60 $PY -m benchmarks.throughput --device cuda --nets A D --batch 128 --runs 1 --profile --no-memory \
+        --json /tmp/minidl_profile.json > "$OUT/profile.txt" 2>&1
+    log "profile exit $?"
 }
 
 experiment() {
@@ -122,7 +130,7 @@ experiment() {
     local rc=$?
     log "experiment exit $rc after $((SECONDS - t0)) s wall (124: stopped by the time limit; rerun the phase to --resume)"
     tail -5 "$OUT/experiment.log" | tee -a "$OUT/session.log"
-    for f in metrics.json history.json; do
+    for f in metrics.json history.json report.md curves.png; do
         [ -f "$RUNS/$EXPERIMENT/$f" ] && cp "$RUNS/$EXPERIMENT/$f" "$OUT/experiment-$f"
     done
     return $rc
@@ -130,9 +138,11 @@ experiment() {
 
 case "$PHASE" in
     pack-data) pack_data ;;
-    quick) environment; stash; tests; bench ;;
+    quick) environment; stash; bench; tests; profile ;;
+    bench) environment; stash; bench; profile ;;
+    tests) environment; stash; tests ;;
     stash) stash ;;
     experiment) stash; environment; experiment ;;
-    all) environment; stash; tests; bench; experiment ;;
-    *) echo "usage: $0 pack-data | quick | stash | experiment | all"; exit 2 ;;
+    all) environment; stash; bench; tests; profile; experiment ;;
+    *) echo "usage: $0 pack-data | quick | bench | tests | stash | experiment | all"; exit 2 ;;
 esac
