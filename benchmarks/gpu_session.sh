@@ -33,7 +33,8 @@ pack_data() {  # on the CPU machine: three parts of about 47 MB each (a call car
         [ -f "$src/$f" ] || { echo "missing $src/$f: set MINIDL_DATA to the folder holding cifar-10-batches-py"; exit 1; }
     done
     local exclude
-    exclude=$(git rev-parse --git-path info/exclude)
+    exclude=$(git rev-parse --git-path info/exclude)  # ignored, or the parts would travel with every call
+    mkdir -p "$(dirname "$exclude")"
     grep -qx '/.gpu_data/' "$exclude" 2>/dev/null || echo '/.gpu_data/' >> "$exclude"
     mkdir -p .gpu_data/part1 .gpu_data/part2 .gpu_data/part3
     set -- "data_batch_1 data_batch_2" "data_batch_3 data_batch_4" "data_batch_5 test_batch"
@@ -47,7 +48,9 @@ pack_data() {  # on the CPU machine: three parts of about 47 MB each (a call car
     cp "$src/batches.meta" .gpu_data/part3/
     [ -f "$src/.prepared" ] && cp "$src/.prepared" .gpu_data/part3/prepared
     du -sh .gpu_data/part*
-    git status --porcelain --ignored .gpu_data | head -3
+    if [ -n "$(git status --porcelain .gpu_data)" ]; then
+        echo "error: .gpu_data is not ignored by git (it would travel with every call)"; exit 1
+    fi
 }
 
 stash() {  # unpack the carried parts into $CIFAR
