@@ -87,9 +87,9 @@ environment() {
 tests() {
     local par=""
     $PY -c "import xdist" 2>/dev/null && par="-n ${TEST_WORKERS:-8}"
-    log "pytest tests/ $par with CuPy (real-data tests skip: no MINIDL_DATA here; limit ${TEST_TIMEOUT:-240} s)"
+    log "pytest tests/ $par with CuPy (real-data tests skip: no MINIDL_DATA here; limit ${TEST_TIMEOUT:-210} s)"
     local t0=$SECONDS
-    env -u MINIDL_DATA timeout "${TEST_TIMEOUT:-240}" $PY -m pytest -q -rfEs -p no:cacheprovider $par tests/ \
+    env -u MINIDL_DATA timeout "${TEST_TIMEOUT:-210}" $PY -m pytest -q -rfEs -p no:cacheprovider $par tests/ \
         > "$OUT/pytest.txt" 2>&1
     log "pytest exit $? in $((SECONDS - t0)) s: $(tail -1 "$OUT/pytest.txt")"
 }
@@ -102,6 +102,10 @@ bench() {
     log "throughput of minidl on this machine's CPU (net A, batch 128), for the GPU/CPU ratio"
     timeout 90 $PY -m benchmarks.throughput --device cpu --nets A --batch 128 --runs 3 --no-torch --no-memory \
         --json "$OUT/throughput-cpu-A.json" 2>&1 | tee -a "$OUT/session.log"
+    log "the same for A and D at batch 1024 with CUPY_TF32=1 (cuBLAS on tensor cores in TF32, as PyTorch's cuDNN"
+    log "convolutions by default; minidl's default stays full float32)"
+    CUPY_TF32=1 timeout 90 $PY -m benchmarks.throughput --device cuda --nets A D --batch 1024 --runs 3 --no-memory \
+        --json "$OUT/throughput-cuda-tf32.json" 2>&1 | tee -a "$OUT/session.log"
     $PY benchmarks/gpu_summary.py "$OUT/throughput-cuda.json" "$OUT/throughput-cpu-A.json" > "$OUT/summary.md" 2>&1
     cat "$OUT/summary.md" | tee -a "$OUT/session.log"
     log "benchmarks done in $((SECONDS - t0)) s"
