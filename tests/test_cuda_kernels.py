@@ -37,6 +37,7 @@ CONV_CONFIGS = [
     (1, 2, 6, 6, 2, 3, 3, 1, "same", 1),
     (2, 1, 5, 7, 2, 2, 3, (1, 2), (0, 1), (2, 1)),
     (1, 2, 7, 8, 2, 2, 2, 3, 0, 1),  # stride > kernel: some pixels are in no window
+    (1, 2, 5, 6, 2, 2, 4, 1, "same", (2, 1)),  # 'same' with even kernels: more padding at the bottom/right
 ]
 # (kernel, stride, padding) of max pooling: disjoint, overlapping, gaps, padded
 POOL_CONFIGS = [(2, None, 0), (3, 2, 1), (3, 1, 1), (2, 3, 0), ((3, 2), (2, 1), (1, 0)), (1, 1, 0)]
