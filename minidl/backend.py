@@ -63,8 +63,9 @@ def get_array_module(*arrays):
     """``numpy`` or ``cupy``: cupy if any argument is a CuPy array (Chainer's idiom)."""
     if _cupy is not None:
         for a in arrays:
-            a = getattr(a, "data", a)  # accept Tensors too
-            if isinstance(a, _cupy.ndarray):
+            # an array itself, or a Tensor's .data (an array's own .data is its buffer: a memoryview or a
+            # CuPy MemoryPointer, so it must not replace the array)
+            if isinstance(a, _cupy.ndarray) or isinstance(getattr(a, "data", None), _cupy.ndarray):
                 return _cupy
     return np
 
