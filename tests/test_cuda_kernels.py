@@ -26,6 +26,8 @@ from minidl.ops.pool import MaxPool2d
 from tests import kernel_emulator as E
 
 GPU_WHY = backend.cupy_status()
+if GPU_WHY is None and backend._cupy.__name__ != "cupy":
+    GPU_WHY = f"the CuPy stand-in {backend._cupy.__name__} is installed (MINIDL_FAKE_CUPY=1), not CuPy"
 needs_gpu = pytest.mark.skipif(GPU_WHY is not None, reason=f"needs CuPy on a CUDA GPU: {GPU_WHY}")
 
 # (N, C, H, W, K, kh, kw, stride, padding, dilation): odd sizes, strides with gaps, asymmetric everything
