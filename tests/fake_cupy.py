@@ -79,7 +79,16 @@ class ndarray(np.ndarray):
 
     def __getitem__(self, idx):
         _check_no_host(idx if isinstance(idx, tuple) else (idx,), "indexing")
-        return _wrap(np.ndarray.__getitem__(self.view(np.ndarray), _unwrap(idx)))
+        base, idx = self.view(np.ndarray), _unwrap(idx)
+        try:
+            return _wrap(np.ndarray.__getitem__(base, idx))
+        except IndexError:  # CuPy wraps out-of-bounds integer array indices around instead of raising
+            items = idx if isinstance(idx, tuple) else (idx,)
+            if any(i is None or i is Ellipsis for i in items):
+                raise
+            wrapped = tuple(i % base.shape[k] if isinstance(i, np.ndarray) and i.dtype.kind in "iu" else i
+                            for k, i in enumerate(items))
+            return _wrap(np.ndarray.__getitem__(base, wrapped))
 
     def __setitem__(self, idx, value):
         _check_no_host((idx if isinstance(idx, tuple) else (idx,)) + (value,), "assignment by index")
