@@ -210,12 +210,14 @@ def install(monkeypatch=None):
     """Make minidl.backend use this module as CuPy (with ``monkeypatch``, undone after the test)."""
     from minidl import backend
     me = sys.modules[__name__]
-    if monkeypatch is not None:
+    import minidl.cuda_kernels as K
+    if monkeypatch is not None:  # everything restored after the test, real CuPy's compiled kernels included
         monkeypatch.setattr(backend, "_cupy", me)
         monkeypatch.setattr(backend, "_CUPY_IMPORT_ERROR", None)
         monkeypatch.setattr(backend, "_generators", {})
+        monkeypatch.setattr(K, "_compiled", {})
     else:
         backend._cupy, backend._CUPY_IMPORT_ERROR = me, None
-    import minidl.cuda_kernels as K
-    K._compiled.clear()
+        backend._generators.clear()
+        K._compiled.clear()
     return me
