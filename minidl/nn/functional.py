@@ -23,8 +23,8 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     if input.shape[-1:] != weight.shape[1:]:
         raise ValueError(f"linear: input of shape {tuple(input.shape)} has {input.shape[-1] if input.ndim else 0} "
                          f"features, the weight of shape {tuple(weight.shape)} expects {weight.shape[1]}")
-    y = ops.matmul(input, ops.transpose(weight))
-    return y if bias is None else y + bias
+    from minidl.ops.linear import linear as _linear
+    return _linear(input, weight, bias)
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1):
