@@ -221,3 +221,27 @@ def install(monkeypatch=None):
         backend._generators.clear()
         K._compiled.clear()
     return me
+
+
+def use_references(monkeypatch):
+    """Swap the kernel launchers of minidl/cuda_kernels.py for their array-expression references (fast; the
+    emulated kernels are exact but take seconds per real-sized layer): for whole runs on the stand-in."""
+    import minidl.cuda_kernels as K
+    for name in ("im2col", "col2im", "maxpool_forward", "maxpool_backward", "bn_stats", "bn_normalize", "bn_sums",
+                 "bn_backward"):
+        monkeypatch.setattr(K, name, getattr(K, name + "_ref"))
+
+    def sgd_update(p, g, state, group):
+        a = K.sgd_args(group)
+        first = "momentum_buffer" not in state
+        buf = state.setdefault("momentum_buffer", __getattr__("empty_like")(p)) if a["momentum"] else None
+        K.sgd_ref(p, g, buf, first=first, **a)
+
+    def adam_update(p, g, state, group):
+        if not state:
+            state.update(step=0, exp_avg=__getattr__("zeros_like")(p), exp_avg_sq=__getattr__("zeros_like")(p))
+        state["step"] += 1
+        K.adam_ref(p, g, state["exp_avg"], state["exp_avg_sq"], **K.adam_args(group, state["step"]))
+
+    monkeypatch.setattr(K, "sgd_update", sgd_update)
+    monkeypatch.setattr(K, "adam_update", adam_update)

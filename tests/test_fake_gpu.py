@@ -123,3 +123,17 @@ def test_the_stand_in_refuses_what_cupy_refuses(gpu):
     gpu.SYNCS["count"] = 0
     float(d.sum())
     assert gpu.SYNCS["count"] == 1
+
+
+def test_the_experiments_cli_runs_on_the_gpu_path(gpu, monkeypatch, tmp_path):
+    """`python -m experiments run ... --device cuda` end to end (training, evaluation, plots, report, resume) on
+    the stand-in, with the kernels' references for speed: what the GPU session's experiment phase runs."""
+    from experiments.__main__ import main
+    gpu.use_references(monkeypatch)
+    args = ["run", "cifar10-cnn-dropout0.5", "--device", "cuda", "--synthetic", "--smoke", "--out", str(tmp_path),
+            "--quiet"]
+    assert main(args) in (0, None)
+    assert main(args + ["--epochs", "2", "--resume"]) in (0, None)
+    import json
+    metrics = json.loads((tmp_path / "cifar10-cnn-dropout0.5" / "metrics.json").read_text())
+    assert metrics["device"] == "cuda" and metrics["epochs"] == 2
