@@ -3,8 +3,8 @@
 # and the 100-epoch CIFAR-10 CNN.  How to run it with the device tool: benchmarks/README-gpu.md.
 #
 #   bash benchmarks/gpu_session.sh pack-data    # HERE, once: CIFAR-10 as three xz parts in .gpu_data/ (git-excluded)
-#   bash benchmarks/gpu_session.sh quick        # device: environment, benchmarks, pytest tests/, profile (about 6-9 min;
-#                                               #         'bench' and 'tests' run the halves on their own)
+#   bash benchmarks/gpu_session.sh quick        # device: environment, benchmarks, pytest tests/ (about 6-9 min;
+#                                               #         'bench' (+ per-layer profile) and 'tests' run the halves)
 #   bash benchmarks/gpu_session.sh stash        # device: only unpack the carried CIFAR part          (seconds)
 #   bash benchmarks/gpu_session.sh experiment   # device: the 100-epoch CIFAR-10 CNN on the GPU       (target <= 10 min)
 #
@@ -87,9 +87,9 @@ environment() {
 tests() {
     local par=""
     $PY -c "import xdist" 2>/dev/null && par="-n ${TEST_WORKERS:-8}"
-    log "pytest tests/ $par with CuPy (real-data tests skip: no MINIDL_DATA here; limit ${TEST_TIMEOUT:-210} s)"
+    log "pytest tests/ $par with CuPy (real-data tests skip: no MINIDL_DATA here; limit ${TEST_TIMEOUT:-270} s)"
     local t0=$SECONDS
-    env -u MINIDL_DATA timeout "${TEST_TIMEOUT:-210}" $PY -m pytest -q -rfEs -p no:cacheprovider $par tests/ \
+    env -u MINIDL_DATA timeout "${TEST_TIMEOUT:-270}" $PY -m pytest -q -rfEs -p no:cacheprovider $par tests/ \
         > "$OUT/pytest.txt" 2>&1
     log "pytest exit $? in $((SECONDS - t0)) s: $(tail -1 "$OUT/pytest.txt")"
 }
@@ -145,7 +145,7 @@ experiment() {
 
 case "$PHASE" in
     pack-data) pack_data ;;
-    quick) environment; stash; bench; tests; profile ;;
+    quick) environment; stash; bench; tests ;;
     bench) environment; stash; bench; profile ;;
     tests) environment; stash; tests ;;
     stash) stash ;;
