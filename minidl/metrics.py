@@ -15,7 +15,8 @@ from minidl import backend
 
 def _np(x) -> np.ndarray:
     """A NumPy array of a Tensor, a NumPy/CuPy array or a list."""
-    x = getattr(x, "data", x)
+    if not backend.is_array(x):  # a Tensor (an array's own .data is its buffer, not the array)
+        x = getattr(x, "data", x)
     if backend.is_array(x):
         return backend.to_numpy(x)
     return np.asarray(x)

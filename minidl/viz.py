@@ -22,7 +22,8 @@ from minidl.autograd import Tensor, no_grad
 
 
 def _np(x) -> np.ndarray:
-    x = getattr(x, "data", x)
+    if not backend.is_array(x):  # a Tensor (an array's own .data is its buffer, not the array)
+        x = getattr(x, "data", x)
     return backend.to_numpy(x) if backend.is_array(x) else np.asarray(x)
 
 

@@ -137,3 +137,12 @@ def test_the_experiments_cli_runs_on_the_gpu_path(gpu, monkeypatch, tmp_path):
     import json
     metrics = json.loads((tmp_path / "cifar10-cnn-dropout0.5" / "metrics.json").read_text())
     assert metrics["device"] == "cuda" and metrics["epochs"] == 2
+
+
+def test_metrics_and_plots_read_raw_device_arrays(gpu):
+    from minidl import metrics, viz
+    logits = gpu.asarray(np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]], dtype=np.float32))
+    targets = gpu.asarray(np.array([1, 0, 0]))
+    assert metrics.accuracy(logits, targets) == 2 / 3
+    np.testing.assert_array_equal(metrics.confusion_matrix(targets, logits.argmax(axis=1)), [[1, 1], [0, 1]])
+    np.testing.assert_array_equal(viz._np(targets), [1, 0, 0])
