@@ -61,8 +61,19 @@ def _check_no_host(args, what):
             _check_no_host(a, what)
 
 
+class MemoryPointer:
+    """What a CuPy array's ``.data`` is: a pointer to device memory, not an array (nor a buffer)."""
+
+    def __init__(self, ptr):
+        self.ptr = ptr
+
+
 class ndarray(np.ndarray):
     """A NumPy array that stands for one in GPU memory."""
+
+    @property
+    def data(self):  # as CuPy: a MemoryPointer, so code that takes x.data of an array by mistake is caught
+        return MemoryPointer(self.__array_interface__["data"][0])
 
     def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
         _check_no_host(inputs + (out or ()), f"{ufunc.__name__}.{method}")
