@@ -22,7 +22,8 @@ def linear(device="cpu", seed=0, dtype=np.float32, bias=True):
 
 
 def same_bits(a, b):
-    a, b = backend.to_numpy(getattr(a, "data", a)), backend.to_numpy(getattr(b, "data", b))
+    # a Tensor's array; a raw array as itself (a CuPy array's own .data is a MemoryPointer)
+    a, b = (backend.to_numpy(v.data if isinstance(v, mdl.Tensor) else v) for v in (a, b))
     return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
