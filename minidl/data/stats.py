@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from minidl.backend import to_numpy
+from minidl.backend import is_array, to_numpy
 
 
 def mean_std(dataset, batch_size: int = 2000):
@@ -23,7 +23,7 @@ def mean_std(dataset, batch_size: int = 2000):
         if hasattr(dataset, "get_batch"):
             x = to_numpy(dataset.get_batch(idx)[0])
         else:
-            x = np.stack([to_numpy(getattr(dataset[int(i)][0], "data", dataset[int(i)][0])) for i in idx])
+            x = np.stack([to_numpy(_array(dataset[int(i)][0])) for i in idx])
         if x.ndim != 4:
             raise ValueError(f"expected image batches of shape (N, C, H, W), got {x.shape}")
         if x.dtype == np.uint8:
@@ -38,3 +38,8 @@ def mean_std(dataset, batch_size: int = 2000):
     mean = s.astype(np.float64) / count / scale
     var = np.maximum(q.astype(np.float64) / count / scale ** 2 - mean ** 2, 0.0)
     return tuple(float(m) for m in mean), tuple(float(v) for v in np.sqrt(var))
+
+
+def _array(v):
+    """A Tensor's array, or an array itself (not its .data buffer, which for CuPy is a pointer)."""
+    return v if is_array(v) else getattr(v, "data", v)
