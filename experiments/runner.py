@@ -211,7 +211,7 @@ def run_single(exp: Experiment, out_dir, device="cpu", data_dir=None, seed=0, li
         "n_train": info["n_train"], "n_val": info["n_val"], "n_test": info["n_test"], "params": n_params,
         "train_time_s": round(train_time, 1),
     }
-    if len(classes) > 5:
+    if len(classes) > 10:
         result["test_top5_acc"] = _pct(metrics.topk_accuracy(logits, targets, k=5))
     if exp.report_train_acc:
         tl = DataLoader(train_eval, batch_size=eval_bs, device=device, num_workers=num_workers)
@@ -272,14 +272,17 @@ def render_report(exp, config, result, history, report, summary, fmaps, extra_md
               f"| wall time (all) | {result['wall_time_s']} s |", f"| seed | {result['seed']} |", ""]
     if config.get("command"):
         lines += ["Command:", "", "```", config["command"], "```", ""]
-    lines += ["## Configuration", "", "```json", json.dumps({k: config[k] for k in (
-        "model", "model_kwargs", "epochs", "batch_size", "optimizer", "split", "normalize", "augment")},
-        indent=1, default=str), "```", ""]
+    lines += ["## Configuration", "", "| setting | value |", "|---|---|"]
+    lines += [f"| {k} | `{json.dumps(config[k], default=str)}` |" for k in (
+        "model", "model_kwargs", "epochs", "batch_size", "optimizer", "split", "normalize", "augment")]
+    lines += ["", "(all of it in config.json)", ""]
     if exp.notes:
         lines += ["Choices and notes:", ""] + [f"- {n}" for n in exp.notes] + [""]
     if extra_md:
         lines += [extra_md, ""]
     lines += ["## Learning curves", "", "![curves](curves.png)", "",
+              "Training loss and accuracy are running means over each epoch in training mode (dropout "
+              "active, weights changing); validation ones are measured after the epoch in eval mode.", "",
               "| epoch | train loss | train acc | val loss | val acc | lr | time (s) |",
               "|---|---|---|---|---|---|---|"]
     for r in history:

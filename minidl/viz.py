@@ -16,6 +16,7 @@ import os
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from minidl import backend
 from minidl.autograd import Tensor, no_grad
@@ -102,10 +103,12 @@ def plot_history(history, path, title: str | None = None) -> str:
             ax.plot(xs, ys, style, label={"train": "training", "val": "validation"}[split], markersize=3)
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
-        ax.set_title(f"{'training vs validation'} {label}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"training vs validation {label}")
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend()
+    fig.subplots_adjust(top=0.82 if title else 0.9, wspace=0.25)
     if title:
         fig.suptitle(title)
     return _save(fig, path)
@@ -362,6 +365,7 @@ def plot_sweep(histories: dict, path, title: str | None = None) -> str:
     for ax, label in ((ax_acc, "validation accuracy"), (ax_loss, "validation loss")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
