@@ -38,3 +38,6 @@ def rand(*shape, dtype=None, device="cpu", requires_grad=False):
         shape = tuple(shape[0])
     gen = backend.default_generator(backend.xp_for(device))
     return Tensor(gen.random(shape, dtype=dtype or get_default_dtype()), requires_grad=requires_grad)
+
+from minidl import data, io, nn, optim  # noqa: E402  (the layers above the engine)
+from minidl.io import load_checkpoint, save_checkpoint  # noqa: E402

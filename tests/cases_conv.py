@@ -86,6 +86,7 @@ CASES = [
     conv_case("k5-same-nobias", (2, 2, 6, 7), (3, 2, 5, 5), bias=False, padding="same"),
     conv_case("k1-s2-batch1", (1, 4, 5, 6), (3, 4, 1, 1), stride=2),
     conv_case("k2-same-even", (2, 2, 5, 6), (3, 2, 2, 2), padding="same"),
+    conv_case("k1-p1-stride1-col2im", (2, 3, 4, 5), (2, 3, 1, 1), padding=1),
     conv_case("k3x2-pair-args", (2, 3, 9, 7), (2, 3, 3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2)),
     conv_case("k5-s2-p2-dil2-nobias", (1, 2, 11, 10), (2, 2, 5, 5), bias=False, stride=2, padding=2, dilation=2),
     pool_case("max_pool2d", max_pool2d, "k2", (2, 3, 6, 8), "max", kernel_size=2),

@@ -1,5 +1,4 @@
 """Datasets read from small files written in each official format, and rejected when damaged."""
-import gzip
 import os
 import pickle
 
@@ -237,3 +236,13 @@ def test_data_setter_keeps_layout(tmp_path, small_sizes):
     assert len(ds) == 5 and ds.get_batch([4])[0].shape == (1, 3, 32, 32)
     np.testing.assert_array_equal(ds.get_batch([4])[0][0], arrays["train"][0][4].transpose(2, 0, 1))
     np.testing.assert_allclose(ds.data.mean(axis=(0, 1, 2)), arrays["train"][0][:5].mean(axis=(0, 1, 2)))
+
+
+def test_pickles_from_numpy1_and_python2_load(tmp_path, small_sizes):
+    """The official files were pickled by Python 2 / NumPy 1 ('numpy.core.multiarray', protocol 2)."""
+    files, arrays = F.cifar10_files()
+    for name in files:  # GLOBAL opcodes are newline-terminated text, so the module name can be swapped
+        files[name] = files[name].replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    assert b"numpy.core.multiarray" in files["data_batch_1"]
+    F.write_folder(str(tmp_path / "cifar-10-batches-py"), files)
+    np.testing.assert_array_equal(CIFAR10(tmp_path).data, arrays["train"][0])

@@ -154,3 +154,32 @@ def test_cifar10_download_true_verifies_an_archive_already_there(tmp_path, serve
     ds = CIFAR10(tmp_path, train=False, download=True)
     assert (ds.targets == arrays["test"][1]).all()
     assert (tmp_path / "cifar-10-python.tar.gz").read_bytes() == good
+
+
+def test_download_failure_says_where_to_put_the_files(tmp_path, server, monkeypatch):
+    base, _ = server  # serves nothing: every request is a 404
+    monkeypatch.setattr(MNIST, "mirrors", [base + "/nowhere/"])
+    with pytest.raises(DownloadError) as e:
+        MNIST(tmp_path, download=True)
+    assert "train-images-idx3-ubyte.gz" in str(e.value) and str(tmp_path / "mnist") in str(e.value)
+    monkeypatch.setattr(CIFAR10, "url", base + "/nowhere/cifar-10-python.tar.gz")
+    with pytest.raises(DownloadError, match="cifar-10-python.tar.gz in " + str(tmp_path)):
+        CIFAR10(tmp_path, download=True)
+    assert _leftovers(tmp_path / "mnist") == [] and _leftovers(tmp_path) == ["mnist"]
+
+
+def test_extract_refuses_members_outside_the_folder(tmp_path):
+    import io
+    import tarfile
+
+    from minidl.data import DatasetFormatError, extract_archive
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("../evil.txt")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil"))
+    archive = tmp_path / "a.tar.gz"
+    archive.write_bytes(buf.getvalue())
+    with pytest.raises(DatasetFormatError, match=str(archive)):
+        extract_archive(archive, tmp_path / "out")
+    assert not (tmp_path / "evil.txt").exists() and _leftovers(tmp_path / "out") == []

@@ -4,46 +4,21 @@ import json
 import os
 import pickle
 import zipfile
-from collections import OrderedDict
 
 import numpy as np
 import pytest
 
 import minidl as mdl
-from minidl import backend
+from minidl import backend, nn
 from minidl.io import CheckpointError, load_checkpoint, save_checkpoint
 from minidl.optim import SGD, Adam
 from minidl.optim import lr_scheduler as S
 
 
-class StandIn:
-    """A minimal model with nn.Module's state_dict interface: a float32 weight and bias, a float64
-    buffer and an int64 buffer.  load_state_dict copies in place onto each tensor's device, as nn does."""
-
-    def __init__(self, device="cpu", seed=0):
-        rng = np.random.default_rng(seed)
-        self.weight = mdl.Tensor(rng.standard_normal((4, 3)).astype(np.float32), requires_grad=True, device=device)
-        self.bias = mdl.Tensor(rng.standard_normal(4).astype(np.float32), requires_grad=True, device=device)
-        self.running_var = mdl.Tensor(rng.random(4), device=device)            # float64 buffer
-        self.num_batches_tracked = mdl.Tensor(np.array(7, np.int64), device=device)
-
-    def parameters(self):
-        return [self.weight, self.bias]
-
-    def __call__(self, x):
-        return x @ self.weight.T + self.bias
-
-    def state_dict(self):
-        return OrderedDict((k, mdl.Tensor(getattr(self, k).data))
-                           for k in ("weight", "bias", "running_var", "num_batches_tracked"))
-
-    def load_state_dict(self, sd, strict=True):
-        own = self.state_dict()
-        if strict and set(sd) != set(own):
-            raise RuntimeError(f"keys differ: {sorted(set(sd) ^ set(own))}")
-        for k, v in sd.items():
-            t = getattr(self, k)
-            t.data[...] = backend.to_device(v.data if isinstance(v, mdl.Tensor) else v, t.device)
+def linear(device="cpu", seed=0, dtype=np.float32, bias=True):
+    """An nn.Linear(3, 4) with seeded weights (float64 for the dtype-coverage case)."""
+    mdl.manual_seed(seed)
+    return nn.Linear(3, 4, bias=bias).to(device, dtype)
 
 
 def same_bits(a, b):
@@ -53,20 +28,21 @@ def same_bits(a, b):
 
 def train_steps(model, opt, sched, n, device="cpu"):
     """n SGD steps on a toy regression whose gradients get noise from both RNGs (so RNG state matters)."""
-    x = mdl.Tensor(np.linspace(-1, 1, 24, dtype=np.float32).reshape(8, 3), device=device)
+    x = mdl.Tensor(np.linspace(-1, 1, 24).reshape(8, 3), dtype=model.weight.dtype, device=device)
     for _ in range(n):
         opt.zero_grad()
         loss = (model(x) ** 2).mean()
         loss.backward()
-        noise = backend.default_generator(np).standard_normal(model.weight.shape).astype(np.float32)
-        noise += np.random.standard_normal(model.weight.shape).astype(np.float32)
+        noise = backend.default_generator(np).standard_normal(model.weight.shape)
+        noise += np.random.standard_normal(model.weight.shape)
+        noise = noise.astype(model.weight.dtype)
         model.weight.grad = mdl.Tensor(model.weight.grad.data + backend.to_device(0.01 * noise, device))
         opt.step()
         sched.step()
 
 
-def make(device="cpu", opt_cls=Adam):
-    model = StandIn(device)
+def make(device="cpu", opt_cls=Adam, dtype=np.float32, seed=0):
+    model = linear(device, seed, dtype)
     opt = opt_cls([{"params": [model.weight]}, {"params": [model.bias], "weight_decay": 0.0}], lr=0.1,
                   weight_decay=1e-2)
     warm = S.LinearLR(opt, start_factor=0.1, total_iters=3)
@@ -80,10 +56,9 @@ EXTRA = {"name": "run-ü", "best": float("inf"), "nan": float("nan"), "flags": [
 
 
 # ---------------------------------------------------------------- round trips
-@pytest.mark.parametrize("opt_cls", [Adam, SGD])
-def test_round_trip_is_bit_exact(tmp_path, opt_cls):
-    mdl.manual_seed(0)
-    model, opt, sched = make(opt_cls=opt_cls)
+@pytest.mark.parametrize("opt_cls,dtype", [(Adam, np.float32), (SGD, np.float32), (Adam, np.float64)])
+def test_round_trip_is_bit_exact(tmp_path, opt_cls, dtype):
+    model, opt, sched = make(opt_cls=opt_cls, dtype=dtype)
     if opt_cls is SGD:
         for g in opt.param_groups:
             g["momentum"] = 0.9
@@ -91,9 +66,10 @@ def test_round_trip_is_bit_exact(tmp_path, opt_cls):
     path = tmp_path / "ckpt.npz"
     save_checkpoint(path, model, opt, sched, epoch=4, extra=EXTRA)
 
-    model2, opt2, sched2 = make()
-    model2.weight.data[...] = 0
+    model2, opt2, sched2 = make(opt_cls=opt_cls, dtype=dtype, seed=1)
+    assert not same_bits(model2.weight, model.weight)
     ckpt = load_checkpoint(path, model2, opt2, sched2)
+    assert model2.weight.dtype == dtype
     for k, v in model.state_dict().items():
         assert same_bits(v, model2.state_dict()[k]), k
     for p, p2 in zip(model.parameters(), model2.parameters()):
@@ -112,7 +88,7 @@ def test_round_trip_is_bit_exact(tmp_path, opt_cls):
     assert type(ex["f32"]) is np.float32 and ex["f32"] == 1.5
     assert same_bits(ex["hist"], EXTRA["hist"]) and isinstance(ex["t"], mdl.Tensor) and same_bits(ex["t"], EXTRA["t"])
     assert ex["__array__"] == "not a marker"
-    assert list(ckpt["model"]) == ["weight", "bias", "running_var", "num_batches_tracked"]
+    assert list(ckpt["model"]) == ["weight", "bias"]
 
 
 def test_resumed_training_matches_uninterrupted_training(tmp_path):
@@ -123,7 +99,7 @@ def test_resumed_training_matches_uninterrupted_training(tmp_path):
     train_steps(model, opt, sched, 5)           # the uninterrupted run, drawing from both RNGs
     mdl.manual_seed(999)                        # scramble the RNGs: the checkpoint must restore them
     np.random.seed(5)
-    model2, opt2, sched2 = make()
+    model2, opt2, sched2 = make(seed=2)
     load_checkpoint(tmp_path / "c.npz", model2, opt2, sched2)
     train_steps(model2, opt2, sched2, 5)
     assert same_bits(model.weight, model2.weight) and same_bits(model.bias, model2.bias)
@@ -146,18 +122,19 @@ def test_restore_rng_false_leaves_the_generators_alone(tmp_path):
 
 
 def test_saving_leaves_the_model_where_it_was(tmp_path, device):
-    model, opt, sched = make(device)
-    train_steps(model, opt, sched, 2, device)
-    arrays = {k: getattr(model, k).data for k in model.state_dict()}
+    net, opt, sched = make_net(0, device)
+    train_net(net, opt, sched, 2, device)
+    live = net.state_dict(keep_vars=True)
+    arrays = {k: t.data for k, t in live.items()}
     copies = {k: backend.to_numpy(a).copy() for k, a in arrays.items()}
-    state_arrays = {k: v for k, v in opt.state[model.weight].items() if k != "step"}
-    save_checkpoint(tmp_path / "c.npz", model, opt, sched)
-    for k, a in arrays.items():
-        t = getattr(model, k)
-        assert t.data is a and t.device == device, f"{k} was moved or replaced"
+    buffers = [(p, k, v) for p in net.parameters() for k, v in opt.state[p].items()]
+    save_checkpoint(tmp_path / "c.npz", net, opt, sched)
+    assert net.training
+    for k, t in net.state_dict(keep_vars=True).items():
+        assert t is live[k] and t.data is arrays[k] and t.device == device, f"{k} was moved or replaced"
         assert same_bits(t.data, copies[k])
-    for k, v in state_arrays.items():
-        assert opt.state[model.weight][k] is v and backend.device_of(v) == device
+    for p, k, v in buffers:
+        assert opt.state[p][k] is v and backend.device_of(v) == device
 
 
 @pytest.mark.parametrize("dst", ["cpu", "cuda"])
@@ -191,14 +168,14 @@ def test_load_without_objects_returns_the_state_dicts(tmp_path):
 
 
 def test_strict_goes_to_the_model(tmp_path):
-    model = StandIn(seed=1)  # saves everything but its running_var
-    model.state_dict = lambda: OrderedDict((k, v) for k, v in StandIn.state_dict(model).items() if k != "running_var")
-    save_checkpoint(tmp_path / "partial.npz", model)
-    fresh = StandIn(seed=2)
-    with pytest.raises(RuntimeError, match="running_var"):
-        load_checkpoint(tmp_path / "partial.npz", fresh)
-    load_checkpoint(tmp_path / "partial.npz", fresh, strict=False)
-    assert same_bits(fresh.weight, model.weight) and not same_bits(fresh.running_var, model.running_var)
+    model = linear(seed=1)
+    save_checkpoint(tmp_path / "c.npz", model)
+    no_bias = linear(seed=2, bias=False)
+    with pytest.raises(RuntimeError, match='Unexpected key.*"bias"'):
+        load_checkpoint(tmp_path / "c.npz", no_bias)
+    assert not same_bits(no_bias.weight, model.weight)  # nothing copied on error
+    load_checkpoint(tmp_path / "c.npz", no_bias, strict=False)
+    assert same_bits(no_bias.weight, model.weight)
 
 
 # ---------------------------------------------------------------- atomic writes, no pickle
@@ -320,3 +297,45 @@ def test_foreign_files_raise_clear_errors(tmp_path):
         load_checkpoint(tmp_path / "dangling.npz")
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "missing.npz")
+
+
+# ---------------------------------------------------------------- a network with buffers
+def make_net(seed, device="cpu"):
+    mdl.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(3, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2)).to(device)
+    decay = [p for n, p in net.named_parameters() if n.endswith("weight") and p.ndim > 1]
+    rest = [p for n, p in net.named_parameters() if not (n.endswith("weight") and p.ndim > 1)]
+    opt = SGD([{"params": decay, "weight_decay": 5e-4}, {"params": rest}], lr=0.1, momentum=0.9, nesterov=True)
+    sched = S.SequentialLR(opt, [S.LinearLR(opt, 0.2, total_iters=2), S.CosineAnnealingLR(opt, 8)], [2])
+    return net, opt, sched
+
+
+def train_net(net, opt, sched, n, device="cpu"):
+    x = mdl.Tensor(np.linspace(-2, 2, 48, dtype=np.float32).reshape(16, 3), device=device)
+    y = mdl.Tensor(np.arange(16) % 2, device=device)
+    for _ in range(n):
+        opt.zero_grad()
+        mdl.cross_entropy(net(x), y).backward()
+        opt.step()
+        sched.step()
+
+
+def test_nn_model_round_trip_and_resume(tmp_path, device):
+    net, opt, sched = make_net(0, device)
+    train_net(net, opt, sched, 3, device)
+    arrays = [t.data for t in net.state_dict(keep_vars=True).values()]
+    save_checkpoint(tmp_path / "net.npz", net, opt, sched, epoch=3)
+    assert all(t.data is a for t, a in zip(net.state_dict(keep_vars=True).values(), arrays)), "save moved the model"
+    assert "1.num_batches_tracked" in net.state_dict() and "1.running_mean" in net.state_dict()
+    net2, opt2, sched2 = make_net(1, device)  # different initial weights
+    ckpt = load_checkpoint(tmp_path / "net.npz", net2, opt2, sched2)
+    assert ckpt["epoch"] == 3
+    for (k, a), b in zip(net.state_dict().items(), net2.state_dict().values()):
+        assert same_bits(a, b), k
+    train_net(net, opt, sched, 4, device)
+    train_net(net2, opt2, sched2, 4, device)
+    for (k, a), b in zip(net.state_dict().items(), net2.state_dict().values()):
+        assert same_bits(a, b), f"{k} differs after resuming"
+    net3 = nn.Sequential(nn.Linear(3, 8), nn.Linear(8, 2))
+    with pytest.raises(RuntimeError, match="Missing key|Unexpected key"):
+        load_checkpoint(tmp_path / "net.npz", net3)

@@ -22,3 +22,11 @@ def test_ci_runs_the_readme_test_command_verbatim():
     ci = open(os.path.join(ROOT, ".ci", "run")).read().splitlines()
     assert _quickstart()[1] in ci
 
+
+
+def test_readme_autograd_example_runs():
+    text = open(os.path.join(ROOT, "README.md")).read()
+    code = re.search(r"## Autograd in one screen\s+```python\n(.*?)```", text, re.S).group(1)
+    scope = {}
+    exec(code, scope)
+    assert scope["x"].grad.shape == (2, 2) and scope["w"].grad.shape == (2, 3)

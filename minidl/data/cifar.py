@@ -24,12 +24,15 @@ import zlib
 import numpy as np
 
 from minidl.data.dataset import ArrayDataset
-from minidl.data.download import (DatasetFormatError, DatasetNotFoundError, download_url, extract_archive,
-                                  resolve_root)
+from minidl.data.download import (DatasetFormatError, DatasetNotFoundError, DownloadError, download_url,
+                                  extract_archive, resolve_root)
 
 _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy._core.multiarray", "_reconstruct"),
             ("numpy._core.multiarray", "scalar"), ("numpy._core.numeric", "_frombuffer"),
-            ("_codecs", "encode"), ("builtins", "bytearray")}
+            ("_codecs", "encode"), ("builtins", "bytearray"),
+            # generic reconstruction of plain objects (any class it names still has to pass this list)
+            ("copyreg", "_reconstructor"), ("copy_reg", "_reconstructor"), ("builtins", "object"),
+            ("__builtin__", "object")}
 
 
 class _SafeUnpickler(pickle.Unpickler):
@@ -180,7 +183,11 @@ class CIFAR10(ArrayDataset):
 
     def download(self):
         """Fetch the official archive (MD5-checked) into ROOT and extract it there."""
-        archive = download_url(self.url, os.path.join(self.root, self.filename), md5=self.tgz_md5)
+        try:
+            archive = download_url(self.url, os.path.join(self.root, self.filename), md5=self.tgz_md5)
+        except DownloadError as e:
+            raise DownloadError(f"{e}\nWithout network access, put {self.filename} in {self.root} or its extracted "
+                                f"{self.base_folder}/ folder there yourself.") from None
         extract_archive(archive, self.root)
 
 

@@ -15,8 +15,8 @@ import zlib
 import numpy as np
 
 from minidl.data.dataset import ArrayDataset
-from minidl.data.download import (DatasetFormatError, DatasetNotFoundError, download_url, extract_archive,
-                                  resolve_root)
+from minidl.data.download import (DatasetFormatError, DatasetNotFoundError, DownloadError, download_url,
+                                  extract_archive, resolve_root)
 
 _IDX_TYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"),
               0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
@@ -107,7 +107,8 @@ class MNIST(ArrayDataset):
             raise DatasetFormatError(f"{image_path}: expected uint8 images of shape (N, {self.image_shape[0]}, "
                                      f"{self.image_shape[1]}), got {images.dtype} {images.shape}")
         if labels.dtype != np.uint8 or labels.ndim != 1:
-            raise DatasetFormatError(f"{label_path}: expected a 1-D uint8 label file, got {labels.dtype} {labels.shape}")
+            raise DatasetFormatError(f"{label_path}: expected a 1-D uint8 label file, "
+                                     f"got {labels.dtype} {labels.shape}")
         if len(images) != len(labels):
             raise DatasetFormatError(f"{image_path} has {len(images)} images but {label_path} has {len(labels)} labels")
         want = self.expected_sizes.get(self.split)
@@ -125,7 +126,11 @@ class MNIST(ArrayDataset):
             raw = os.path.join(folder, name[:-3])
             if os.path.isfile(raw):
                 continue
-            gz = download_url([m + name for m in self.mirrors], os.path.join(folder, name), md5=md5)
+            try:
+                gz = download_url([m + name for m in self.mirrors], os.path.join(folder, name), md5=md5)
+            except DownloadError as e:
+                raise DownloadError(f"{e}\nWithout network access, put the official files {name} (or {name[:-3]}) "
+                                    f"in {folder} yourself.") from None
             extract_archive(gz, folder)
 
 

@@ -1,7 +1,9 @@
 """Weight initialisation, in place, with PyTorch's names and formulas (``torch.nn.init``).
 
-Every function fills ``tensor.data`` from ``backend.default_generator`` of the tensor's
-backend (so ``minidl.manual_seed`` fixes it), in the tensor's dtype, and returns the tensor.
+Every function fills the floating-point ``tensor.data`` in place, in its dtype, from
+``backend.default_generator`` of the tensor's backend (so ``minidl.manual_seed`` fixes it;
+only ``random`` and ``standard_normal`` are used, which NumPy's and CuPy's generators
+share), and returns the tensor.
 For a weight of shape (out, in, *kernel): fan_in = in * prod(kernel), fan_out = out * prod(kernel).
 """
 from __future__ import annotations
@@ -59,13 +61,15 @@ def _fan(tensor, mode):
 
 
 def uniform_(tensor, a: float = 0.0, b: float = 1.0):
-    """Fill with U(a, b)."""
-    return _fill(tensor, _generator(tensor).uniform(a, b, tensor.shape))
+    """Fill with U(a, b), as a + (b - a) * U(0, 1)."""
+    u = _generator(tensor).random(tensor.shape, dtype=tensor.dtype)
+    return _fill(tensor, a + (b - a) * u)
 
 
 def normal_(tensor, mean: float = 0.0, std: float = 1.0):
-    """Fill with N(mean, std^2)."""
-    return _fill(tensor, _generator(tensor).normal(mean, std, tensor.shape))
+    """Fill with N(mean, std^2), as mean + std * N(0, 1)."""
+    z = _generator(tensor).standard_normal(tensor.shape, dtype=tensor.dtype)
+    return _fill(tensor, mean + std * z)
 
 
 def constant_(tensor, val: float):

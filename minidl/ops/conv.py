@@ -92,12 +92,17 @@ def im2col(xpad, kernel, stride, dilation, out_hw):
     return col.reshape(n * ho * wo, kh * kw * c)
 
 
-def col2im(dcol, padded_shape, kernel, stride, dilation, out_hw):
-    """The adjoint of im2col: dcol (N, Ho, Wo, kh, kw, C) summed back into an (N, Hp, Wp, C) array.
-    A loop over the kh kw kernel offsets, each adding one strided (N, Ho, Wo, C) slice (no scatter-add)."""
+def col2im(dcol, padded_shape, kernel, stride, dilation, out_hw, out=None):
+    """The adjoint of im2col: dcol (N, Ho, Wo, kh, kw, C) summed back into an (N, Hp, Wp, C) array
+    (``out`` if given).  A loop over the kh kw kernel offsets, each adding one strided (N, Ho, Wo, C)
+    slice (no scatter-add)."""
     xp = backend.get_array_module(dcol)
     (kh, kw), (s1, s2), (d1, d2), (ho, wo) = kernel, stride, dilation, out_hw
-    dx = xp.zeros(padded_shape, dtype=dcol.dtype)
+    if out is None:
+        dx = xp.zeros(padded_shape, dtype=dcol.dtype)
+    else:
+        dx = out
+        dx[...] = 0
     for p in range(kh):
         for q in range(kw):
             dx[:, d1 * p:d1 * p + s1 * (ho - 1) + 1:s1, d2 * q:d2 * q + s2 * (wo - 1) + 1:s2] += dcol[:, :, :, p, q]
@@ -108,10 +113,61 @@ def out_size(size, pad, k, s, d):
     return (size + pad - d * (k - 1) - 1) // s + 1
 
 
+# Bytes of im2col columns built at a time.  Chunks of whole images bound the memory that col takes (the
+# full matrix is kh kw times the input) while keeping GEMM calls few and large: each multi-threaded BLAS call
+# must wait for all its threads, which on a busy 2-core machine can cost a scheduler quantum per call.
+CHUNK_BYTES = 32 * 2**20
+
+
+def _chunks(n, row_bytes):
+    step = max(1, CHUNK_BYTES // row_bytes)
+    return [(s, min(n, s + step)) for s in range(0, n, step)]
+
+
+def conv_nhwc(xpad, wmat, kernel, stride, dilation, out_hw):
+    """y (N, Ho, Wo, K) = im2col(xpad) @ wmat for an NHWC padded input and wmat (kh kw C, K), built chunk by
+    chunk: one strided copy of a chunk's windows into a reused buffer, then one GEMM into y's rows."""
+    xp = backend.get_array_module(xpad)
+    n, c = xpad.shape[0], xpad.shape[3]
+    (ho, wo), k = out_hw, wmat.shape[1]
+    win = windows(xpad, kernel, stride, dilation, out_hw)
+    y = xp.empty((n, ho, wo, k), dtype=xpad.dtype)
+    chunks = _chunks(n, win[0].nbytes)
+    buf = xp.empty((chunks[0][1] - chunks[0][0],) + win.shape[1:], dtype=xpad.dtype)
+    for s, e in chunks:
+        col = buf[:e - s]
+        col[...] = win[s:e]
+        xp.matmul(col.reshape(-1, wmat.shape[0]), wmat, out=y[s:e].reshape(-1, k))
+    return y
+
+
+def conv_weight_grad(xpad, g, kernel, stride, dilation, out_hw):
+    """dW (kh kw C, K) = im2col(xpad)^T @ g for g (N, Ho, Wo, K), with the columns rebuilt chunk by chunk."""
+    xp = backend.get_array_module(xpad)
+    n, c = xpad.shape[0], xpad.shape[3]
+    (ho, wo), k = out_hw, g.shape[3]
+    kkc = kernel[0] * kernel[1] * c
+    win = windows(xpad, kernel, stride, dilation, out_hw)
+    gw = xp.zeros((kkc, k), dtype=g.dtype)
+    chunks = _chunks(n, win[0].nbytes)
+    buf = xp.empty((chunks[0][1] - chunks[0][0],) + win.shape[1:], dtype=xpad.dtype)
+    for s, e in chunks:
+        col = buf[:e - s]
+        col[...] = win[s:e]
+        gw += col.reshape(-1, kkc).T @ xp.ascontiguousarray(g[s:e]).reshape(-1, k)
+    return gw
+
+
 class Conv2d(Function):
     """y = conv2d(x, w) + b, computed as  col = im2col(x)  (N Ho Wo, kh kw C);  y = col @ W + b  with
-    W = w as (kh kw C, K).  Backward:  dW = col^T @ gy,  db = sum_{n,i,j} gy,
-    dx = col2im(gy @ W^T)  (skipped when x needs no gradient, e.g. the input image)."""
+    W = w as (kh kw C, K).  Backward:  dW = col^T @ gy,  db = sum_{n,i,j} gy,  dx = col2im(gy @ W^T);
+    dx is skipped when x needs no gradient (the input image).
+
+    Fast path (same math): im2col and GEMM run over chunks of images (``conv_nhwc``), and backward
+    rebuilds each chunk's columns from the saved padded input instead of keeping col (kh kw times the
+    input) alive.  For stride 1, dx is itself a convolution, the full correlation of gy with the flipped
+    kernel:  dx = conv(pad(gy, d (k - 1) - pad), flip(w) with in/out channels swapped),  which needs one
+    strided copy and one GEMM per chunk instead of a GEMM that writes col plus kh kw strided additions."""
     name = "conv2d"
 
     def __init__(self, stride=1, padding=0, dilation=1):
@@ -123,7 +179,6 @@ class Conv2d(Function):
 
     def forward(self, x, w, b=None):
         _check_shapes(x, w, b)
-        xp = backend.get_array_module(x)
         n, c, h, wd = x.shape
         k, _, kh, kw = w.shape
         self.kernel = (kh, kw)
@@ -137,33 +192,49 @@ class Conv2d(Function):
                              f"{ho}x{wo}")
         self.out_hw = (ho, wo)
         xpad = pad_nhwc(x.transpose(0, 2, 3, 1), self.pads)
-        self.padded_shape = xpad.shape
-        col = im2col(xpad, self.kernel, self.stride, self.dilation, self.out_hw)
         wmat = w.transpose(2, 3, 1, 0).reshape(kh * kw * c, k)
-        y = col @ wmat
+        y = conv_nhwc(xpad, wmat, self.kernel, self.stride, self.dilation, self.out_hw)
         if b is not None:
             y += b
-        self.col, self.wmat, self.w_shape, self.has_bias = col, wmat, w.shape, b is not None
-        return y.reshape(n, ho, wo, k).transpose(0, 3, 1, 2)
+        self.xpad, self.w, self.has_bias = xpad, w, b is not None
+        return y.transpose(0, 3, 1, 2)
 
     def backward(self, gy):
         xp = backend.get_array_module(gy)
-        n, k, ho, wo = gy.shape
-        kh, kw = self.kernel
-        c = self.w_shape[1]
-        g = xp.ascontiguousarray(gy.transpose(0, 2, 3, 1)).reshape(n * ho * wo, k)
-        gw = gb = gx = None
-        if self.needs_input_grad[1]:
-            gw = xp.ascontiguousarray((self.col.T @ g).reshape(kh, kw, c, k).transpose(3, 2, 0, 1))
+        k, c, kh, kw = self.w.shape
+        g = gy.transpose(0, 2, 3, 1)  # NHWC; contiguous when gy kept conv's layout
+        gb = gw = gx = None
         if self.has_bias and self.needs_input_grad[2]:
-            gb = g.sum(axis=0)
+            gb = g.sum(axis=(0, 1, 2))
+        if self.needs_input_grad[1]:
+            gwmat = conv_weight_grad(self.xpad, g, self.kernel, self.stride, self.dilation, self.out_hw)
+            gw = xp.ascontiguousarray(gwmat.reshape(kh, kw, c, k).transpose(3, 2, 0, 1))
         if self.needs_input_grad[0]:
-            dcol = (g @ self.wmat.T).reshape(n, ho, wo, kh, kw, c)
-            dxpad = col2im(dcol, self.padded_shape, self.kernel, self.stride, self.dilation, self.out_hw)
-            t, _, l, _ = self.pads
-            h, wd = self.padded_shape[1] - t - self.pads[1], self.padded_shape[2] - l - self.pads[3]
-            gx = dxpad[:, t:t + h, l:l + wd].transpose(0, 3, 1, 2)
+            gx = self._input_grad(g).transpose(0, 3, 1, 2)
         return (gx, gw, gb) if self.has_bias else (gx, gw)
+
+    def _input_grad(self, g):
+        """dx in NHWC (unpadded)."""
+        xp = backend.get_array_module(g)
+        k, c, kh, kw = self.w.shape
+        (d1, d2), (t, bt, l, r) = self.dilation, self.pads
+        full = (d1 * (kh - 1) - t, d1 * (kh - 1) - bt, d2 * (kw - 1) - l, d2 * (kw - 1) - r)
+        hp, wp = self.xpad.shape[1:3]
+        if self.stride == (1, 1) and min(full) >= 0:
+            wflip = self.w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(kh * kw * k, c)
+            return conv_nhwc(pad_nhwc(g, full), wflip, self.kernel, (1, 1), self.dilation, (hp - t - bt, wp - l - r))
+        # general stride: dcol = g @ W^T, chunk by chunk, summed back by col2im
+        n, (ho, wo) = g.shape[0], self.out_hw
+        wmat_t = xp.ascontiguousarray(self.w.transpose(0, 2, 3, 1).reshape(k, kh * kw * c))
+        dxpad = xp.empty(self.xpad.shape, dtype=g.dtype)
+        buf_shape = (ho, wo, kh, kw, c)
+        chunks = _chunks(n, g.itemsize * ho * wo * kh * kw * c)
+        buf = xp.empty((chunks[0][1] - chunks[0][0],) + buf_shape, dtype=g.dtype)
+        for s, e in chunks:
+            col = buf[:e - s]
+            xp.matmul(xp.ascontiguousarray(g[s:e]).reshape(-1, k), wmat_t, out=col.reshape(-1, kh * kw * c))
+            col2im(col, None, self.kernel, self.stride, self.dilation, self.out_hw, out=dxpad[s:e])
+        return dxpad[:, t:hp - bt, l:wp - r]
 
 
 def _check_shapes(x, w, b):

@@ -66,36 +66,46 @@ class _Pool2d(Function):
 
 class MaxPool2d(_Pool2d):
     """y[n, c, i, j] = max_{p, q} xpad[n, c, s i + p, s j + q]  (padding counts as -inf);
-    dx = gy routed to the argmax of each window (the first one on ties, as PyTorch)."""
+    dx = gy routed to the argmax of each window (the first one on ties, as PyTorch).
+
+    Forward is kh kw - 1 elementwise maxima of strided slices, nothing else; backward finds the argmax
+    again by comparing each slice with y, in offset order, and hands each gy to the first slice that
+    holds the maximum (``left`` keeps the gradient not yet handed out)."""
     name = "max_pool2d"
 
     def forward(self, x):
         xp = backend.get_array_module(x)
         xpad = self._setup(x, -float("inf"))
         offsets = self._offsets()
-        y = self._slice(xpad, 0, 0).copy()
-        idx = xp.zeros(y.shape, dtype=xp.uint8) if len(offsets) < 256 else xp.zeros(y.shape, dtype=xp.int32)
-        bigger = xp.empty(y.shape, dtype=bool)
-        for k, (p, q) in enumerate(offsets[1:], 1):
-            s = self._slice(xpad, p, q)
-            xp.greater(s, y, out=bigger)
-            xp.copyto(idx, k, where=bigger)
-            xp.maximum(y, s, out=y)
-        self.idx = idx
+        if len(offsets) == 1:
+            y = self._slice(xpad, 0, 0).copy()
+        else:
+            y = xp.maximum(self._slice(xpad, *offsets[0]), self._slice(xpad, *offsets[1]))
+            for p, q in offsets[2:]:
+                xp.maximum(y, self._slice(xpad, p, q), out=y)
+        self.xpad, self.y = xpad, y
         return y.transpose(0, 3, 1, 2)
 
     def backward(self, gy):
         xp = backend.get_array_module(gy)
-        g = gy.transpose(0, 2, 3, 1)
-        dxpad = xp.zeros(self.padded_shape, dtype=gy.dtype)
-        overlap = any(s < k for s, k in zip(self.stride, self.kernel))
-        hit = xp.empty(g.shape, dtype=bool)
-        for k, (p, q) in enumerate(self._offsets()):
-            xp.equal(self.idx, k, out=hit)
-            if overlap:
-                self._slice(dxpad, p, q)[...] += g * hit
-            else:  # each input pixel is in one window at most
-                xp.copyto(self._slice(dxpad, p, q), g, where=hit)
+        left = gy.transpose(0, 2, 3, 1)
+        (kh, kw), (s1, s2), (ho, wo) = self.kernel, self.stride, self.out_hw
+        hp, wp = self.padded_shape[1:3]
+        # each padded pixel lies in exactly one window: the slices tile dxpad, so they can be assigned
+        tiled = (s1, s2) == (kh, kw) and hp == ho * kh and wp == wo * kw
+        dxpad = xp.empty(self.padded_shape, dtype=gy.dtype) if tiled else xp.zeros(self.padded_shape, dtype=gy.dtype)
+        offsets = self._offsets()
+        for k, (p, q) in enumerate(offsets):
+            hit = self._slice(self.xpad, p, q) == self.y
+            if tiled:
+                xp.multiply(left, hit, out=self._slice(dxpad, p, q))
+            else:
+                self._slice(dxpad, p, q)[...] += left * hit
+            if k + 1 < len(offsets):  # the gradient of a window is spent once its first maximum took it
+                if k == 0:
+                    left = xp.where(hit, gy.dtype.type(0), left)
+                else:
+                    xp.copyto(left, 0, where=hit)
         return self._unpad(dxpad)
 
 

@@ -18,6 +18,9 @@ class Optimizer:
 
     ``params`` is an iterable of Tensors, or of dicts ``{"params": [...], "lr": ..., ...}``
     whose keys override ``defaults`` for that group (e.g. no weight decay on biases).
+    Buffers are created on the parameter's device at its first step, so, as in PyTorch, move the
+    model (``model.to('cuda')``) before training with it; ``load_state_dict`` puts loaded buffers
+    on each parameter's current device.
     """
 
     def __init__(self, params, defaults: dict):
