@@ -52,9 +52,14 @@ def main(argv=None):
     except KeyError as e:
         p.error(e.args[0])
     cmd = "python -m experiments " + " ".join(sys.argv[1:] if argv is None else argv)
-    res = run(args.name, epochs=args.epochs, device=args.device, data_dir=args.data_dir, out=args.out, seed=args.seed,
-              limit=args.limit, source="synthetic" if args.synthetic else "real", smoke=args.smoke,
-              progress=not args.quiet, command=cmd, num_workers=args.workers, resume=args.resume)
+    from minidl.data import DatasetNotFoundError
+    try:
+        res = run(args.name, epochs=args.epochs, device=args.device, data_dir=args.data_dir, out=args.out,
+                  seed=args.seed, limit=args.limit, source="synthetic" if args.synthetic else "real", smoke=args.smoke,
+                  progress=not args.quiet, command=cmd, num_workers=args.workers, resume=args.resume)
+    except DatasetNotFoundError as e:
+        p.exit(2, f"error: {e}\n(or try a smoke run on synthetic data: python -m experiments run {args.name} "
+                  "--smoke --synthetic)\n")
     pub = res.get("published") or {}
     print(f"{args.name}: test accuracy {res['test_acc']}%  (best val {res['best_val_acc']}% at epoch "
           f"{res['best_epoch']}; published: {pub.get('text', 'none')}); wrote {args.out}/{res['experiment']}/")

@@ -116,3 +116,11 @@ def test_cli_resume_matches_an_uninterrupted_run(tmp_path):
     ha = json.load(open(tmp_path / "a" / "mnist-cnn" / "history.json"))
     hb = json.load(open(tmp_path / "b" / "mnist-cnn" / "history.json"))
     assert [r["train_loss"] for r in ha] == [r["train_loss"] for r in hb]
+
+
+def test_cli_missing_data_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["run", "mnist-cnn", "--data-dir", str(tmp_path / "none"), "--out", str(tmp_path), "--quiet"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "MNIST train files not found" in err and "--smoke --synthetic" in err
