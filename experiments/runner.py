@@ -370,3 +370,20 @@ def run(name, epochs=None, device="cpu", data_dir=None, out="runs", seed=0, limi
         lines += ["Choices and notes:", ""] + [f"- {n}" for n in exp.notes] + [""]
     _write(os.path.join(out_dir, "report.md"), "\n".join(lines))
     return summary
+
+
+def rerender_report(run_dir) -> str:
+    """Rewrite ``run_dir/report.md`` of a finished single run from its files (after a change of the
+    report's layout; nothing is re-run)."""
+    def read(f):
+        with open(os.path.join(run_dir, f)) as fh:
+            return fh.read()
+    config, result = json.loads(read("config.json")), json.loads(read("metrics.json"))
+    exp = get(config["name"]).with_overrides({k: config[k] for k in Experiment.__dataclass_fields__
+                                              if k in config and k != "name"})
+    history = json.loads(read("history.json"))
+    summary = read("model_summary.txt").split("\n\n", 1)[-1]
+    fmaps = sorted(f for f in result.get("plots", []) if f.startswith("feature_maps_"))
+    text = render_report(exp, config, result, history, read("classification_report.txt"), summary, fmaps)
+    _write(os.path.join(run_dir, "report.md"), text)
+    return text

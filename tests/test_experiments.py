@@ -79,6 +79,9 @@ def test_cli_list_run_and_results(tmp_path, capsys):
     assert m["data_source"] == "synthetic" and m["seed"] == 3
     cfg = json.load(open(tmp_path / "mnist-cnn" / "config.json"))
     assert cfg["command"].startswith("python -m experiments run --smoke")
+    from experiments.runner import rerender_report
+    report = (tmp_path / "mnist-cnn" / "report.md").read_text()
+    assert rerender_report(tmp_path / "mnist-cnn") == report  # rebuilt from the files alone
     table = results_table(tmp_path, data_dir=str(tmp_path))
     lines = table.splitlines()
     assert lines[0].startswith("| Experiment | Dataset | Published | minidl |")
