@@ -1,5 +1,5 @@
 """python -m experiments list | run [NAME] [--epochs N] [--device cpu|cuda] [--data-dir D] [--out DIR]
-[--seed S] [--limit N] [--smoke] [--synthetic] [--resume] | results [--out DIR] [--write FILE]
+[--seed S] [--limit N] [--smoke] [--synthetic] [--resume] | results [--out DIR] [--export DIR] [--write FILE]
 
 ``run`` with no NAME runs the default experiment, the MNIST CNN.
 """
@@ -30,6 +30,8 @@ def main(argv=None):
     s.add_argument("--out", default="runs")
     s.add_argument("--write", default=None, help="also write the table to this file")
     s.add_argument("--data-dir", default=None, help="dataset root, to tell whether CIFAR-100 is present")
+    s.add_argument("--export", default=None, metavar="DIR",
+                   help="first copy OUT's full-length runs to DIR without checkpoints, then tabulate DIR")
     args = p.parse_args(argv)
 
     if args.cmd == "list":
@@ -39,8 +41,10 @@ def main(argv=None):
             print(f"{name:30s} {e.dataset:14s} {e.epochs:4d} ep  published: {pub}{mark}")
         return 0
     if args.cmd == "results":
-        from experiments.results import results_table
-        table = results_table(args.out, args.data_dir)
+        from experiments.results import export_runs, results_table
+        if args.export:
+            export_runs(args.out, args.export)
+        table = results_table(args.export or args.out, args.data_dir)
         print(table)
         if args.write:
             with open(args.write, "w") as f:

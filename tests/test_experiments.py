@@ -102,6 +102,12 @@ def test_results_table_reports_a_full_run(tmp_path):
     table = results_table(tmp_path)
     row = next(l for l in table.splitlines() if l.startswith("| mnist-cnn |"))
     assert row == "| mnist-cnn | MNIST | test 96.56% | test 98.50% | 5 | cpu | 5.0 min |"
+    (d / "last.ckpt").write_bytes(b"x")
+    (d / "curves.png").write_bytes(b"x")
+    from experiments.results import export_runs
+    assert export_runs(tmp_path, tmp_path / "exported") == ["mnist-cnn"]
+    assert sorted(os.listdir(tmp_path / "exported" / "mnist-cnn")) == ["curves.png", "metrics.json"]
+    assert results_table(tmp_path / "exported") == table
 
 
 def test_cli_resume_matches_an_uninterrupted_run(tmp_path):
