@@ -185,8 +185,9 @@ def run_single(exp: Experiment, out_dir, device="cpu", data_dir=None, seed=0, li
                       monitor="val_acc")
     t_train = time.perf_counter()
     last = os.path.join(out_dir, "last.ckpt")
-    if resume and not os.path.isfile(last):
+    if resume is True and not os.path.isfile(last):
         raise FileNotFoundError(f"--resume: no checkpoint {last} to resume from")
+    resume = bool(resume) and os.path.isfile(last)  # "auto" (sweep variants): resume when there is one
     history = trainer.fit(exp.epochs, resume=last if resume else None)
     train_time = time.perf_counter() - t_train
 
@@ -334,7 +335,7 @@ def run(name, epochs=None, device="cpu", data_dir=None, out="runs", seed=0, limi
         vexp.sweep = []
         if progress:
             print(f"== {exp.name}: {label}", flush=True)
-        results[label] = run_single(vexp, os.path.join(out_dir, label), **kw)
+        results[label] = run_single(vexp, os.path.join(out_dir, label), **dict(kw, resume="auto" if resume else False))
         with open(os.path.join(out_dir, label, "history.json")) as f:
             histories[label] = json.load(f)
     viz.plot_sweep(histories, os.path.join(out_dir, "sweep.png"), title=exp.title)
