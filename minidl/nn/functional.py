@@ -91,15 +91,21 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
         if momentum is None:
             if num_batches_tracked is None:
                 raise ValueError("batch_norm with momentum=None (cumulative average) needs num_batches_tracked")
-            factor = 1.0 / float(num_batches_tracked.item())
+            # 1/n as a 0-d array on the tensor's device: reading n back (.item()) would stop the GPU each step
+            factor = 1.0 / num_batches_tracked.data.astype("float64")
         else:
             factor = float(momentum)
         unbiased = op.var * op.var.dtype.type(op.m / (op.m - 1))
         for buf, stat in ((running_mean, op.mean), (running_var, unbiased)):
             a = buf.data
-            a *= a.dtype.type(1.0 - factor)
-            a += stat.astype(a.dtype, copy=False) * a.dtype.type(factor)
+            a *= _as_dtype(1.0 - factor, a.dtype)
+            a += stat.astype(a.dtype, copy=False) * _as_dtype(factor, a.dtype)
     return out
+
+
+def _as_dtype(v, dtype):
+    """A Python float or a 0-d array (NumPy or CuPy) as a scalar of ``dtype``, without leaving the device."""
+    return dtype.type(v) if isinstance(v, float) else v.astype(dtype)
 
 
 # ------------------------------------------------------------------ activations
