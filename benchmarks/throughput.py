@@ -335,6 +335,8 @@ def machine():
     if torch is not None:
         info["torch"] = torch.__version__
         info["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():  # the GPU the cuda figures ran on
+            info["gpu"] = torch.cuda.get_device_name(0)
     return info
 
 

@@ -1,47 +1,74 @@
-"""python -m experiments run: a short demo training run on a tiny built-in problem
-(two interleaved spirals), until the experiment registry exists."""
+"""python -m experiments list | run [NAME] [--epochs N] [--device cpu|cuda] [--data-dir D] [--out DIR]
+[--seed S] [--limit N] [--smoke] [--synthetic] [--resume] | results [--out DIR] [--export DIR] [--write FILE]
+
+``run`` with no NAME runs the default experiment, the MNIST CNN.
+"""
+import argparse
 import sys
 
-import numpy as np
 
-import minidl as mdl
+def main(argv=None):
+    from experiments import registry
+    p = argparse.ArgumentParser(prog="python -m experiments", description="minidl's registry of experiments")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="list the registered experiments and their published figures")
+    r = sub.add_parser("run", help="run one experiment (default: %s)" % registry.DEFAULT)
+    r.add_argument("name", nargs="?", default=registry.DEFAULT)
+    r.add_argument("--epochs", type=int, default=None, help="override the configured number of epochs")
+    r.add_argument("--device", default="cpu", help="cpu or cuda")
+    r.add_argument("--data-dir", default=None, help="dataset root (default $MINIDL_DATA, else ~/.cache/minidl)")
+    r.add_argument("--out", default="runs", help="output folder; the run goes to OUT/NAME/")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--limit", type=int, default=None, help="train on the first N samples only (smoke runs)")
+    r.add_argument("--smoke", action="store_true",
+                   help="smoke run: 1 epoch on %d samples, with the experiment's reduced widths if it has any" % 128)
+    r.add_argument("--synthetic", action="store_true", help="small synthetic data of the right shape")
+    r.add_argument("--workers", type=int, default=0, help="DataLoader threads")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--resume", action="store_true", help="continue from OUT/NAME/last.ckpt")
+    s = sub.add_parser("results", help="print the README Results table from OUT/*/metrics.json")
+    s.add_argument("--out", default="runs")
+    s.add_argument("--write", default=None, help="also write the table to this file")
+    s.add_argument("--data-dir", default=None, help="dataset root, to tell whether CIFAR-100 is present")
+    s.add_argument("--export", default=None, metavar="DIR",
+                   help="first copy OUT's full-length runs to DIR without checkpoints, then tabulate DIR")
+    args = p.parse_args(argv)
 
-
-def spirals(n=300, classes=3, seed=0):
-    rng = np.random.default_rng(seed)
-    x, y = [], []
-    for c in range(classes):
-        r = np.linspace(0.05, 1, n)
-        t = np.linspace(c * 4, (c + 1) * 4, n) + rng.normal(0, 0.2, n)
-        x.append(np.stack([r * np.sin(t), r * np.cos(t)], 1))
-        y.append(np.full(n, c))
-    return np.concatenate(x).astype(np.float32), np.concatenate(y)
-
-
-def demo(steps=2000, lr=0.5):
-    mdl.manual_seed(0)
-    x, y = spirals()
-    xt = mdl.tensor(x)
-    w1 = mdl.tensor(np.random.default_rng(1).normal(0, 0.5, (2, 64)).astype(np.float32), requires_grad=True)
-    b1 = mdl.zeros(64, requires_grad=True)
-    w2 = mdl.tensor(np.random.default_rng(2).normal(0, 0.1, (64, 3)).astype(np.float32), requires_grad=True)
-    b2 = mdl.zeros(3, requires_grad=True)
-    for step in range(steps + 1):
-        logits = (xt @ w1 + b1).relu() @ w2 + b2
-        loss = mdl.cross_entropy(logits, y)
-        for p in (w1, b1, w2, b2):
-            p.grad = None
-        loss.backward()
-        with mdl.no_grad():
-            for p in (w1, b1, w2, b2):
-                p -= lr * p.grad
-        if step % 500 == 0:
-            acc = float((logits.argmax(1).numpy() == y).mean())
-            print(f"step {step:5d}  loss {loss.item():.4f}  accuracy {acc:.3f}")
-    return acc
+    if args.cmd == "list":
+        for name, e in registry.EXPERIMENTS.items():
+            pub = e.published.get("text", "-") if e.published else "-"
+            mark = " (default)" if name == registry.DEFAULT else ""
+            print(f"{name:30s} {e.dataset:14s} {e.epochs:4d} ep  published: {pub}{mark}")
+        return 0
+    if args.cmd == "results":
+        from experiments.results import export_runs, results_table
+        if args.export:
+            export_runs(args.out, args.export)
+        table = results_table(args.export or args.out, args.data_dir)
+        print(table)
+        if args.write:
+            with open(args.write, "w") as f:
+                f.write(table + "\n")
+        return 0
+    from experiments.runner import run
+    try:
+        registry.get(args.name)
+    except KeyError as e:
+        p.error(e.args[0])
+    cmd = "python -m experiments " + " ".join(sys.argv[1:] if argv is None else argv)
+    from minidl.data import DatasetNotFoundError
+    try:
+        res = run(args.name, epochs=args.epochs, device=args.device, data_dir=args.data_dir, out=args.out,
+                  seed=args.seed, limit=args.limit, source="synthetic" if args.synthetic else "real", smoke=args.smoke,
+                  progress=not args.quiet, command=cmd, num_workers=args.workers, resume=args.resume)
+    except DatasetNotFoundError as e:
+        p.exit(2, f"error: {e}\n(or try a smoke run on synthetic data: python -m experiments run {args.name} "
+                  "--smoke --synthetic)\n")
+    pub = res.get("published") or {}
+    print(f"{args.name}: test accuracy {res['test_acc']}%  (best val {res['best_val_acc']}% at epoch "
+          f"{res['best_epoch']}; published: {pub.get('text', 'none')}); wrote {args.out}/{res['experiment']}/")
+    return 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2 or sys.argv[1] not in ("run",):
-        sys.exit("usage: python -m experiments run")
-    demo()
+    sys.exit(main())

@@ -141,6 +141,8 @@ def _constant_like(x, ref):
     xp = backend.get_array_module(ref.data)
     if isinstance(x, (bool, int, float)) and not isinstance(x, np.generic):
         dtype = ref.data.dtype if (ref.data.dtype.kind == "f" or isinstance(x, (bool, int))) else None
+        if xp is not np:  # a fill kernel on the GPU's queue, not a host-to-device copy per scalar
+            return xp.full((), x, dtype=dtype)
         return xp.asarray(x, dtype=dtype)
     if backend.is_array(x) or isinstance(x, np.generic):
         return xp.asarray(x)

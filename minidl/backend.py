@@ -63,8 +63,9 @@ def get_array_module(*arrays):
     """``numpy`` or ``cupy``: cupy if any argument is a CuPy array (Chainer's idiom)."""
     if _cupy is not None:
         for a in arrays:
-            a = getattr(a, "data", a)  # accept Tensors too
-            if isinstance(a, _cupy.ndarray):
+            # an array itself, or a Tensor's .data (an array's own .data is its buffer: a memoryview or a
+            # CuPy MemoryPointer, so it must not replace the array)
+            if isinstance(a, _cupy.ndarray) or isinstance(getattr(a, "data", None), _cupy.ndarray):
                 return _cupy
     return np
 
@@ -95,6 +96,20 @@ def to_numpy(array) -> np.ndarray:
 
 def is_array(obj) -> bool:
     return isinstance(obj, np.ndarray) or (_cupy is not None and isinstance(obj, _cupy.ndarray))
+
+
+def scatter_add(a, index, values):
+    """``a[index] += values`` in place, summing over repeated indices (``numpy.add.at``; on CuPy its
+    ``add.at`` (CuPy >= 12) or else ``cupyx.scatter_add``, which behave the same)."""
+    if isinstance(a, np.ndarray):
+        np.add.at(a, index, values)
+        return
+    at = getattr(_cupy.add, "at", None)
+    if at is not None:
+        at(a, index, values)
+    else:
+        import cupyx
+        cupyx.scatter_add(a, index, values)
 
 
 def synchronize(device: str = "cuda"):

@@ -10,6 +10,7 @@ import numpy as np
 
 import minidl
 from minidl.ops.dropout import Dropout, Dropout2d
+from minidl.ops.linear import linear
 from minidl.ops.norm import BatchNorm, BatchNormEval
 from tests.gradcases import Case
 
@@ -84,4 +85,16 @@ CASES = [
     bn_eval_case("NC", (6, 4)),
     bn_eval_case("NCHW", (2, 3, 4, 5)),
     bn_eval_case("NCL-eps0.1", (3, 2, 5), eps=0.1),
+]
+
+
+CASES += [
+    Case("linear", "bias", linear, lambda rng: [rng.standard_normal((4, 5)), rng.standard_normal((3, 5)),
+                                               rng.standard_normal(3)], lambda x, w, b: x @ w.T + b),
+    Case("linear", "no-bias", linear, lambda rng: [rng.standard_normal((2, 5)), rng.standard_normal((3, 5))],
+         lambda x, w: x @ w.T),
+    Case("linear", "leading-axes", linear, lambda rng: [rng.standard_normal((2, 3, 4)), rng.standard_normal((6, 4)),
+                                                       rng.standard_normal(6)], lambda x, w, b: x @ w.T + b),
+    Case("linear", "1d-input", linear, lambda rng: [rng.standard_normal(4), rng.standard_normal((2, 4)),
+                                                   rng.standard_normal(2)], lambda x, w, b: x @ w.T + b),
 ]

@@ -1,6 +1,12 @@
 import pytest
 
+import os
+
 from minidl import backend
+
+if os.environ.get("MINIDL_FAKE_CUPY") == "1":  # the CuPy stand-in of tests/fake_cupy.py: GPU code paths on the CPU
+    from tests import fake_cupy
+    fake_cupy.install()
 
 
 def pytest_report_header(config):

@@ -23,8 +23,8 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     if input.shape[-1:] != weight.shape[1:]:
         raise ValueError(f"linear: input of shape {tuple(input.shape)} has {input.shape[-1] if input.ndim else 0} "
                          f"features, the weight of shape {tuple(weight.shape)} expects {weight.shape[1]}")
-    y = ops.matmul(input, ops.transpose(weight))
-    return y if bias is None else y + bias
+    from minidl.ops.linear import linear as _linear
+    return _linear(input, weight, bias)
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1):
@@ -91,15 +91,21 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
         if momentum is None:
             if num_batches_tracked is None:
                 raise ValueError("batch_norm with momentum=None (cumulative average) needs num_batches_tracked")
-            factor = 1.0 / float(num_batches_tracked.item())
+            # 1/n as a 0-d array on the tensor's device: reading n back (.item()) would stop the GPU each step
+            factor = 1.0 / num_batches_tracked.data.astype("float64")
         else:
             factor = float(momentum)
         unbiased = op.var * op.var.dtype.type(op.m / (op.m - 1))
         for buf, stat in ((running_mean, op.mean), (running_var, unbiased)):
             a = buf.data
-            a *= a.dtype.type(1.0 - factor)
-            a += stat.astype(a.dtype, copy=False) * a.dtype.type(factor)
+            a *= _as_dtype(1.0 - factor, a.dtype)
+            a += stat.astype(a.dtype, copy=False) * _as_dtype(factor, a.dtype)
     return out
+
+
+def _as_dtype(v, dtype):
+    """A Python float or a 0-d array (NumPy or CuPy) as a scalar of ``dtype``, without leaving the device."""
+    return dtype.type(v) if isinstance(v, float) else v.astype(dtype)
 
 
 # ------------------------------------------------------------------ activations

@@ -183,6 +183,9 @@ class Conv2d(Function):
         self.padding = padding
 
     def forward(self, x, w, b=None):
+        if backend.device_of(x) == "cuda":  # CuPy: im2col kernel + one cuBLAS GEMM (minidl/cuda_kernels.py)
+            from minidl import cuda_kernels
+            return cuda_kernels.conv2d_forward(self, x, w, b)
         _check_shapes(x, w, b)
         n, c, h, wd = x.shape
         k, _, kh, kw = w.shape
@@ -205,6 +208,9 @@ class Conv2d(Function):
         return y.transpose(0, 3, 1, 2)
 
     def backward(self, gy):
+        if hasattr(self, "gpu_saved"):
+            from minidl import cuda_kernels
+            return cuda_kernels.conv2d_backward(self, gy)
         xp = backend.get_array_module(gy)
         k, c, kh, kw = self.w.shape
         g = gy.transpose(0, 2, 3, 1)  # NHWC; contiguous when gy kept conv's layout

@@ -53,9 +53,23 @@ def _check_targets(x, t, what):
                          f"got {tuple(t.shape)}")
     if t.dtype.kind not in "iu":
         raise TypeError(f"{what}: targets must be integer class indices, got dtype {t.dtype}")
-    if t.size and (int(t.min()) < 0 or int(t.max()) >= x.shape[1]):
+    if t.size and backend.device_of(t) == "cpu" and (int(t.min()) < 0 or int(t.max()) >= x.shape[1]):
         raise ValueError(f"{what}: target class indices must lie in [0, {x.shape[1]}), "
                          f"got values from {int(t.min())} to {int(t.max())}")
+
+
+def _nan_where_invalid(loss, t, c):
+    """The per-sample loss with NaN where the class index t lies outside [0, c).  On a GPU this replaces the
+    range check of ``_check_targets``, which would stop the host every step (reading t.min() and t.max()):
+    a bad target then shows as a NaN loss (CuPy's indexing wraps it around instead of raising)."""
+    if backend.device_of(t) == "cpu":  # checked (and raised on) by _check_targets
+        return loss
+    return nan_where_invalid(loss, t, c)
+
+
+def nan_where_invalid(loss, t, c):
+    xp = backend.get_array_module(loss)
+    return xp.where((t >= 0) & (t < c), loss, loss.dtype.type("nan"))
 
 
 def _reduce(loss, reduction, n):
@@ -97,7 +111,7 @@ class CrossEntropy(Function):
         loss = -self.logp[xp.arange(n), t]
         if self.eps:
             loss = loss * x.dtype.type(1 - self.eps) - self.logp.sum(axis=1) * x.dtype.type(self.eps / c)
-        return _reduce(loss, self.reduction, n)
+        return _reduce(_nan_where_invalid(loss, t, c), self.reduction, n)
 
     def backward(self, gy):
         xp = backend.get_array_module(gy)
@@ -124,7 +138,8 @@ class NLLLoss(Function):
         _check_targets(x, t, "nll_loss")
         xp = backend.get_array_module(x)
         self.t, self.x_shape = t, x.shape
-        return _reduce(-x[xp.arange(x.shape[0]), t], self.reduction, x.shape[0])
+        loss = _nan_where_invalid(-x[xp.arange(x.shape[0]), t], t, x.shape[1])
+        return _reduce(loss, self.reduction, x.shape[0])
 
     def backward(self, gy):
         xp = backend.get_array_module(gy)

@@ -35,6 +35,9 @@ class BatchNorm(Function):
         self.eps = eps
 
     def forward(self, x, gamma, beta):
+        if backend.device_of(x) == "cuda":  # CuPy: fused normalisation kernels (minidl/cuda_kernels.py)
+            from minidl import cuda_kernels
+            return cuda_kernels.batch_norm_forward(self, x, gamma, beta)
         xp = backend.get_array_module(x)
         self.axes, self.shape = _layout(x, "batch_norm")
         _check_channel_vectors(x, "batch_norm", weight=gamma, bias=beta)
@@ -53,6 +56,9 @@ class BatchNorm(Function):
         return y
 
     def backward(self, gy):
+        if hasattr(self, "gpu_saved"):
+            from minidl import cuda_kernels
+            return cuda_kernels.batch_norm_backward(self, gy)
         sum_gy = gy.sum(axis=self.axes)
         sum_gy_xhat = (gy * self.xhat).sum(axis=self.axes)
         gx = None

@@ -74,6 +74,9 @@ class MaxPool2d(_Pool2d):
     name = "max_pool2d"
 
     def forward(self, x):
+        if backend.device_of(x) == "cuda":  # CuPy: one gather kernel each way (minidl/cuda_kernels.py)
+            from minidl import cuda_kernels
+            return cuda_kernels.max_pool2d_forward(self, x)
         xp = backend.get_array_module(x)
         xpad = self._setup(x, -float("inf"))
         offsets = self._offsets()
@@ -87,6 +90,9 @@ class MaxPool2d(_Pool2d):
         return y.transpose(0, 3, 1, 2)
 
     def backward(self, gy):
+        if hasattr(self, "gpu_idx"):
+            from minidl import cuda_kernels
+            return cuda_kernels.max_pool2d_backward(self, gy)
         xp = backend.get_array_module(gy)
         left = gy.transpose(0, 2, 3, 1)
         (kh, kw), (s1, s2), (ho, wo) = self.kernel, self.stride, self.out_hw

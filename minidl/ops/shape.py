@@ -48,6 +48,15 @@ def _plain_index(idx):
     return idx.data if isinstance(idx, Tensor) else idx
 
 
+def _index_to_device(idx, device):
+    """An index with its arrays (NumPy arrays, lists of ints or bools) moved to ``device``."""
+    def move(i):
+        if backend.is_array(i) or (isinstance(i, list) and i and not any(isinstance(e, slice) for e in i)):
+            return backend.to_device(i, device)
+        return i
+    return tuple(move(i) for i in idx) if isinstance(idx, tuple) else move(idx)
+
+
 def _is_basic(idx):
     """True for basic indexing (ints, slices, None, Ellipsis): no element is selected twice."""
     items = idx if isinstance(idx, tuple) else (idx,)
@@ -63,6 +72,8 @@ class GetItem(Function):
 
     def forward(self, x):
         self.x_shape, self.x_dtype = x.shape, x.dtype
+        if backend.device_of(x) == "cuda":  # index arrays (NumPy, lists) go to the GPU with the data
+            self.idx = _index_to_device(self.idx, "cuda")
         try:
             return x[self.idx]
         except IndexError as e:
@@ -74,7 +85,7 @@ class GetItem(Function):
         if _is_basic(self.idx):
             gx[self.idx] = gy
         else:
-            xp.add.at(gx, self.idx, gy)
+            backend.scatter_add(gx, self.idx, gy)
         return gx
 
 

@@ -30,6 +30,9 @@ class Adam(Optimizer):
                                       maximize=maximize, decoupled_weight_decay=decoupled_weight_decay))
 
     def _update(self, p, g, group, state):
+        if p.device == "cuda" and not group["amsgrad"]:  # CuPy: one fused kernel (minidl/cuda_kernels.py)
+            from minidl import cuda_kernels
+            return cuda_kernels.adam_update(p.data, g, state, group)
         xp = p.xp
         lr, eps, weight_decay = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
         beta1, beta2 = (float(b) for b in group["betas"])

@@ -27,6 +27,9 @@ class SGD(Optimizer):
                                       nesterov=nesterov, maximize=maximize))
 
     def _update(self, p, g, group, state):
+        if p.device == "cuda":  # CuPy: the same step in one fused kernel (minidl/cuda_kernels.py)
+            from minidl import cuda_kernels
+            return cuda_kernels.sgd_update(p.data, g, state, group)
         lr, momentum = float(group["lr"]), float(group["momentum"])
         dampening, weight_decay = float(group["dampening"]), float(group["weight_decay"])
         if group["maximize"]:

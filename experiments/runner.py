@@ -1,0 +1,390 @@
+"""Run a registered experiment: data, model, training, evaluation, plots and a report.
+
+``run(name, ...)`` writes ``OUT/NAME/`` with config.json, history.json/csv, metrics.json,
+model_summary.txt, classification_report.txt, the plots (PNG) and report.md; a sweep writes one
+such folder per variant under ``OUT/NAME/`` plus the comparison plot and the best variant's
+figures at the top.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+
+import numpy as np
+
+import minidl as mdl
+from minidl import metrics, optim, viz
+from minidl.train import Trainer, evaluate
+
+from experiments.registry import DATASETS, MODELS, Experiment, get
+
+SMOKE_LIMIT = 128
+
+
+# ----------------------------------------------------------------- data
+def _dataset_class(name):
+    from minidl import data
+    return {"mnist": data.MNIST, "fashion-mnist": data.FashionMNIST, "cifar10": data.CIFAR10,
+            "cifar100": data.CIFAR100}[name]
+
+
+def _synthetic(dataset, n_train, n_test, seed):
+    """Random uint8 images of the dataset's shape whose class shifts the mean brightness of a
+    class-specific band, so that a model can learn something in one epoch."""
+    from minidl.data import ArrayDataset
+    shape, classes, _ = DATASETS[dataset]
+    rng = np.random.default_rng(seed)
+
+    def make(n):
+        y = rng.integers(0, classes, n)
+        x = rng.integers(0, 160, (n,) + shape).astype(np.int64)
+        rows = (y * shape[1] // classes)
+        for i in range(n):
+            x[i, :, rows[i]:rows[i] + max(1, shape[1] // classes), :] += 90
+        return ArrayDataset(np.clip(x, 0, 255).astype(np.uint8), y, classes=[f"class {c}" for c in range(classes)],
+                            layout="NCHW")
+    return make(n_train), make(n_test)
+
+
+def load_data(exp: Experiment, data_dir=None, limit=None, source="real", seed=0):
+    """(train, val, test) Subsets with their transforms, the class names and a description of the
+    data used.  ``source``: 'real' (error when absent), 'synthetic', or 'auto' (real when present)."""
+    from minidl.data import DatasetNotFoundError, Subset, mean_std
+    from minidl.data import transforms as T
+    if source not in ("real", "synthetic", "auto"):
+        raise ValueError(f"source must be 'real', 'synthetic' or 'auto', got {source!r}")
+    used = source
+    if source != "synthetic":
+        try:
+            cls = _dataset_class(exp.dataset)
+            full_train, full_test = cls(root=data_dir, train=True), cls(root=data_dir, train=False)
+            used = "real"
+        except DatasetNotFoundError:
+            if source == "real":
+                raise
+            used = "synthetic"
+    if used == "synthetic":
+        n = limit or SMOKE_LIMIT
+        full_train, full_test = _synthetic(exp.dataset, n + max(n // 4, 32), max(n // 2, 64), seed)
+
+    kind = exp.split.get("kind")
+    n_tr = len(full_train)
+    test_base = full_test
+    if kind == "first_last":
+        a, b = exp.split["train"], exp.split["val"]
+        if a + b > n_tr:  # synthetic data: keep the proportions
+            a = n_tr * a // (a + b)
+            b = n_tr - a
+        tr_idx, va_idx, va_base = np.arange(a), np.arange(n_tr - b, n_tr), full_train
+        te_idx = np.arange(len(full_test))
+    elif kind == "test_as_val":
+        tr_idx, va_idx, va_base = np.arange(n_tr), np.arange(len(full_test)), full_test
+        te_idx = np.arange(len(full_test))
+    elif kind == "test_random":
+        perm = np.random.default_rng(exp.split.get("seed", 42)).permutation(len(full_test))
+        k = int(round(exp.split["val_frac"] * len(full_test)))
+        tr_idx, va_idx, va_base = np.arange(n_tr), np.sort(perm[:k]), full_test
+        te_idx = np.sort(perm[k:])
+    else:
+        raise ValueError(f"unknown split kind {kind!r}")
+    if limit:
+        small = max(limit // 4, 32)
+        tr_idx, va_idx, te_idx = tr_idx[:limit], va_idx[:small], te_idx[:small]
+
+    train_raw = Subset(full_train, tr_idx)
+    if exp.normalize == "computed":
+        mean, std = mean_std(train_raw)
+    elif exp.normalize is None:
+        mean, std = None, None
+    else:
+        mean, std = exp.normalize
+    norm = [T.Normalize(mean, std)] if mean is not None else []
+    aug = []
+    for a in exp.augment:
+        if a == "hflip":
+            aug.append(T.RandomHorizontalFlip())
+        elif a == "crop4":
+            aug.append(T.RandomCrop(32, padding=4))
+        elif a == "resize40-crop32":
+            aug += [T.Resize(40), T.RandomCrop(32)]
+        else:
+            raise ValueError(f"unknown augmentation {a!r}")
+    train_tf = T.Compose(aug + norm) if aug or norm else None
+    eval_tf = T.Compose(norm) if norm else None
+    train = Subset(full_train, tr_idx, transform=train_tf)
+    val = Subset(va_base, va_idx, transform=eval_tf)
+    test = Subset(test_base, te_idx, transform=eval_tf)
+    train_eval = Subset(full_train, tr_idx, transform=eval_tf)  # for training-set accuracy, no augmentation
+    info = {"source": used, "dataset": DATASETS[exp.dataset][2], "root": data_dir,
+            "n_train": len(train), "n_val": len(val), "n_test": len(test),
+            "val_is_test": kind == "test_as_val",
+            "normalize": None if mean is None else {"mean": list(map(float, np.atleast_1d(mean))),
+                                                    "std": list(map(float, np.atleast_1d(std)))}}
+    classes = list(getattr(full_train, "classes", [str(c) for c in range(DATASETS[exp.dataset][1])]))
+    return train, val, test, train_eval, classes, info
+
+
+# ----------------------------------------------------------------- optimizer
+def make_optimizer(params, cfg: dict):
+    cfg = dict(cfg)
+    name = cfg.pop("name")
+    classes = {"sgd": optim.SGD, "adam": optim.Adam, "adamw": optim.AdamW, "rmsprop": optim.RMSprop}
+    if name not in classes:
+        raise ValueError(f"unknown optimizer {name!r}; expected one of {sorted(classes)}")
+    return classes[name](params, **cfg)
+
+
+# ----------------------------------------------------------------- one run
+def _write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _json(path, obj):
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2, default=str)
+
+
+def _pct(x):
+    return None if x is None else round(100.0 * x, 2)
+
+
+def run_single(exp: Experiment, out_dir, device="cpu", data_dir=None, seed=0, limit=None, source="real",
+               progress=True, command=None, num_workers=0, resume=False):
+    os.makedirs(out_dir, exist_ok=True)
+    t_start = time.perf_counter()
+    mdl.manual_seed(seed)
+    train, val, test, train_eval, classes, info = load_data(exp, data_dir, limit, source, seed)
+    from minidl.data import DataLoader
+    eval_bs = max(exp.batch_size, 500)
+    train_loader = DataLoader(train, batch_size=exp.batch_size, shuffle=True, seed=seed, device=device,
+                              num_workers=num_workers)
+    val_loader = DataLoader(val, batch_size=eval_bs, device=device, num_workers=num_workers)
+    test_loader = DataLoader(test, batch_size=eval_bs, device=device, num_workers=num_workers)
+
+    model = MODELS[exp.model](**exp.model_kwargs).to(device)
+    shape = DATASETS[exp.dataset][0]
+    summary = model.summary(shape, print_fn=None)
+    n_params = int(sum(p.numel() for p in model.parameters()))
+    _write(os.path.join(out_dir, "model_summary.txt"), f"{model!r}\n\n{summary}\n")
+    opt = make_optimizer(model.parameters(), exp.optimizer)
+    config = dict(exp.config(), seed=seed, device=device, data=info, limit=limit, params=n_params,
+                  command=command)
+    _json(os.path.join(out_dir, "config.json"), config)
+
+    # dataset samples (raw images, before normalisation)
+    k = min(16, len(train))
+    xs, ys = train.get_batch(np.arange(k))
+    viz.plot_dataset_samples(xs, ys, os.path.join(out_dir, "samples.png"), class_names=classes, ncols=8)
+
+    trainer = Trainer(model, opt, train_loader, val_loader, device=device, out_dir=out_dir, progress=progress,
+                      monitor="val_acc")
+    t_train = time.perf_counter()
+    last = os.path.join(out_dir, "last.ckpt")
+    if resume is True and not os.path.isfile(last):
+        raise FileNotFoundError(f"--resume: no checkpoint {last} to resume from")
+    resume = bool(resume) and os.path.isfile(last)  # "auto" (sweep variants): resume when there is one
+    history = trainer.fit(exp.epochs, resume=last if resume else None)
+    train_time = time.perf_counter() - t_train
+
+    ev = evaluate(model, test_loader, device=device, return_outputs=True)
+    logits, targets = ev["logits"], ev["targets"]
+    preds = logits.argmax(axis=1)
+    labels = list(range(len(classes)))
+    report = metrics.classification_report(targets, preds, labels=labels, target_names=classes, digits=4)
+    _write(os.path.join(out_dir, "classification_report.txt"), report)
+    cm = metrics.confusion_matrix(targets, preds, num_classes=len(classes))
+    np.savetxt(os.path.join(out_dir, "confusion_matrix.csv"), cm, fmt="%d", delimiter=",")
+
+    result = {
+        "experiment": exp.name, "title": exp.title, "dataset": info["dataset"], "data_source": info["source"],
+        "published": exp.published or None,
+        "test_acc": _pct(ev["acc"]), "test_loss": ev["loss"],
+        "best_val_acc": _pct(trainer.best_value) if trainer.monitor == "val_acc" else None,
+        "best_epoch": trainer.best_epoch,
+        "final_val_acc": _pct(history[-1]["val_acc"]) if history else None,
+        "final_train_acc_running": _pct(history[-1]["train_acc"]) if history else None,
+        "epochs": len(history), "device": device, "seed": seed, "limit": limit,
+        "n_train": info["n_train"], "n_val": info["n_val"], "n_test": info["n_test"], "params": n_params,
+        "train_time_s": round(train_time, 1),
+    }
+    if len(classes) > 10:
+        result["test_top5_acc"] = _pct(metrics.topk_accuracy(logits, targets, k=5))
+    if exp.report_train_acc:
+        tl = DataLoader(train_eval, batch_size=eval_bs, device=device, num_workers=num_workers)
+        result["train_acc"] = _pct(evaluate(model, tl, device=device)["acc"])
+
+    # plots
+    viz.plot_history(history, os.path.join(out_dir, "curves.png"), title=exp.title)
+    viz.plot_confusion_matrix(cm, os.path.join(out_dir, "confusion_matrix.png"), class_names=classes
+                              if len(classes) <= 20 else None)
+    n_show = min(exp.n_predictions, len(targets))
+    raw_test, _ = test.get_batch(np.arange(n_show))
+    viz.plot_predictions(raw_test, preds[:n_show], targets[:n_show], os.path.join(out_dir, "predictions.png"),
+                         class_names=classes, ncols=min(8, n_show))
+    raw_first, _ = test.get_batch(np.arange(min(len(test), 500)))
+    m = len(raw_first)
+    viz.plot_correct_and_misclassified(raw_first, preds[:m], targets[:m], os.path.join(out_dir, "correct.png"),
+                                       os.path.join(out_dir, "misclassified.png"), n=5, class_names=classes)
+    first_x, _ = next(iter(test_loader))
+    fmaps = []
+    if any(type(mod).__name__ == "Conv2d" for mod in model.modules()):
+        fmaps = viz.plot_feature_maps(model, first_x.numpy()[0], os.path.join(out_dir, "feature_maps"))
+    viz.plot_weight_histograms(model, os.path.join(out_dir, "weights.png"))
+    result["wall_time_s"] = round(time.perf_counter() - t_start, 1)
+    result["plots"] = sorted(f for f in os.listdir(out_dir) if f.endswith(".png"))
+    result["environment"] = {"python": platform.python_version(), "numpy": np.__version__,
+                             "machine": platform.machine(), "cpus": os.cpu_count()}
+    _json(os.path.join(out_dir, "metrics.json"), result)
+    _write(os.path.join(out_dir, "report.md"), render_report(exp, config, result, history, report, summary, fmaps))
+    return result
+
+
+# ----------------------------------------------------------------- report
+def _fmt(v, suffix=""):
+    return "-" if v is None else f"{v}{suffix}"
+
+
+def render_report(exp, config, result, history, report, summary, fmaps, extra_md=""):
+    pub = exp.published.get("text") if exp.published else "none published"
+    lines = [f"# {exp.name}: {exp.title}", ""]
+    if result["data_source"] != "real":
+        lines += ["> **Smoke run on synthetic data** (the real dataset was not found): the numbers below "
+                  "say nothing about the model.", ""]
+    if result.get("limit"):
+        lines += [f"> Run on a subset: `--limit {result['limit']}`.", ""]
+    lines += ["| | |", "|---|---|",
+              f"| dataset | {result['dataset']} ({result['n_train']} train / {result['n_val']} val / "
+              f"{result['n_test']} test) |",
+              f"| published | {pub} |",
+              f"| minidl test accuracy | {_fmt(result['test_acc'], '%')} |",
+              f"| best validation accuracy | {_fmt(result['best_val_acc'], '%')} (epoch {result['best_epoch']}) |",
+              f"| final validation accuracy | {_fmt(result['final_val_acc'], '%')} |"]
+    if "train_acc" in result:
+        lines.append(f"| training-set accuracy (eval mode) | {_fmt(result['train_acc'], '%')} |")
+    if "test_top5_acc" in result:
+        lines.append(f"| test top-5 accuracy | {_fmt(result['test_top5_acc'], '%')} |")
+    lines += [f"| epochs | {result['epochs']} |", f"| parameters | {result['params']:,} |",
+              f"| device | {result['device']} |", f"| training time | {result['train_time_s']} s |",
+              f"| wall time (all) | {result['wall_time_s']} s |", f"| seed | {result['seed']} |", ""]
+    if config.get("command"):
+        lines += ["Command:", "", "```", config["command"], "```", ""]
+    lines += ["## Configuration", "", "| setting | value |", "|---|---|"]
+    lines += [f"| {k} | `{json.dumps(config[k], default=str)}` |" for k in (
+        "model", "model_kwargs", "epochs", "batch_size", "optimizer", "split", "normalize", "augment")]
+    lines += ["", "(all of it in config.json)", ""]
+    if exp.notes:
+        lines += ["Choices and notes:", ""] + [f"- {n}" for n in exp.notes] + [""]
+    if extra_md:
+        lines += [extra_md, ""]
+    lines += ["## Learning curves", "", "![curves](curves.png)", "",
+              "Training loss and accuracy are running means over each epoch in training mode (dropout "
+              "active, weights changing); validation ones are measured after the epoch in eval mode.", "",
+              "| epoch | train loss | train acc | val loss | val acc | lr | time (s) |",
+              "|---|---|---|---|---|---|---|"]
+    for r in history:
+        lines.append(f"| {r['epoch']} | {r['train_loss']:.4f} | {_fmt(_pct(r['train_acc']))} | "
+                     f"{r['val_loss']:.4f} | {_fmt(_pct(r['val_acc']))} | {r['lr']:.3g} | {r['time_s']:.1f} |")
+    lines += ["", "## Test set", "", "Classification report:", "", "```", report.rstrip(), "```", "",
+              "![confusion matrix](confusion_matrix.png)", "", "Test images with predictions:", "",
+              "![predictions](predictions.png)", ""]
+    for f, what in (("correct.png", "Correctly classified"), ("misclassified.png", "Misclassified")):
+        if f in result.get("plots", []):
+            lines += [f"{what}:", "", f"![{what.lower()}]({f})", ""]
+        else:
+            lines += [f"{what}: none among the first 500 test images.", ""]
+    if fmaps:
+        lines += ["## Feature maps", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in fmaps] + [""]
+    lines += ["## Weights", "", "![weights](weights.png)", "", "## Training samples", "", "![samples](samples.png)", "",
+              "## Model", "", "```", str(summary).rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------- entry point
+def run(name, epochs=None, device="cpu", data_dir=None, out="runs", seed=0, limit=None, source="real",
+        smoke=False, progress=True, command=None, num_workers=0, resume=False) -> dict:
+    """Run experiment ``name`` (a sweep runs every variant) and return its metrics dict.
+
+    ``resume=True`` continues from ``OUT/NAME/last.ckpt`` (written after every epoch): the run ends
+    as an uninterrupted one with the same seed would (same config and data required)."""
+    exp = get(name)
+    if smoke:
+        limit = exp.smoke.get("limit") or limit or SMOKE_LIMIT
+        exp = exp.with_overrides({k: v for k, v in exp.smoke.items() if k != "limit"})
+        epochs = 1 if epochs is None else epochs
+    if epochs is not None:
+        exp = exp.with_overrides({"epochs": int(epochs)})
+    device = mdl.backend.check_device(device)
+    out_dir = os.path.join(out, exp.name)
+    if command is None:
+        command = "python -m experiments " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("__main__.py") else None
+    kw = dict(device=device, data_dir=data_dir, seed=seed, limit=limit, source=source, progress=progress,
+              command=command, num_workers=num_workers, resume=resume)
+    if not exp.sweep:
+        return run_single(exp, out_dir, **kw)
+
+    t0 = time.perf_counter()
+    results, histories = {}, {}
+    for variant in exp.sweep:
+        label = variant["label"]
+        vexp = exp.with_overrides({k: v for k, v in variant.items() if k != "label"})
+        vexp.sweep = []
+        if progress:
+            print(f"== {exp.name}: {label}", flush=True)
+        results[label] = run_single(vexp, os.path.join(out_dir, label), **dict(kw, resume="auto" if resume else False))
+        with open(os.path.join(out_dir, label, "history.json")) as f:
+            histories[label] = json.load(f)
+    viz.plot_sweep(histories, os.path.join(out_dir, "sweep.png"), title=exp.title)
+    best = max(results, key=lambda k: (results[k]["best_val_acc"] or -1))
+    for f in ("confusion_matrix.png", "curves.png", "classification_report.txt", "history.json", "history.csv",
+              "model_summary.txt"):
+        shutil.copy(os.path.join(out_dir, best, f), os.path.join(out_dir, f))
+    summary = dict(results[best])
+    summary.update({"experiment": exp.name, "title": exp.title, "best_variant": best,
+                    "variants": {k: {m: v[m] for m in ("test_acc", "best_val_acc", "best_epoch", "final_val_acc",
+                                                        "train_time_s")} for k, v in results.items()},
+                    "wall_time_s": round(time.perf_counter() - t0, 1),
+                    "train_time_s": round(sum(v["train_time_s"] for v in results.values()), 1),
+                    "plots": sorted(f for f in os.listdir(out_dir) if f.endswith(".png"))})
+    _json(os.path.join(out_dir, "metrics.json"), summary)
+    _json(os.path.join(out_dir, "config.json"), dict(exp.config(), seed=seed, device=device, limit=limit,
+                                                     command=command))
+    pub = exp.published.get("text") if exp.published else "none published"
+    lines = [f"# {exp.name}: {exp.title}", "", f"Published: {pub}. Best variant by validation accuracy: "
+             f"**{best}** (test {results[best]['test_acc']}%).", ""]
+    if summary["data_source"] != "real":
+        lines += ["> **Smoke run on synthetic data**: the numbers say nothing about the models.", ""]
+    lines += ["| variant | best val acc | epoch | final val acc | test acc | train time (s) | report |",
+              "|---|---|---|---|---|---|---|"]
+    for k, v in results.items():
+        lines.append(f"| {k} | {_fmt(v['best_val_acc'], '%')} | {v['best_epoch']} | {_fmt(v['final_val_acc'], '%')} | "
+                     f"{_fmt(v['test_acc'], '%')} | {v['train_time_s']} | [{k}/report.md]({k}/report.md) |")
+    with open(os.path.join(out_dir, "classification_report.txt")) as f:
+        rep = f.read()
+    lines += ["", "![sweep](sweep.png)", "", f"## Best run ({best})", "", "![curves](curves.png)", "",
+              "![confusion matrix](confusion_matrix.png)", "", "```", rep.rstrip(), "```", ""]
+    if exp.notes:
+        lines += ["Choices and notes:", ""] + [f"- {n}" for n in exp.notes] + [""]
+    _write(os.path.join(out_dir, "report.md"), "\n".join(lines))
+    return summary
+
+
+def rerender_report(run_dir) -> str:
+    """Rewrite ``run_dir/report.md`` of a finished single run from its files (after a change of the
+    report's layout; nothing is re-run)."""
+    def read(f):
+        with open(os.path.join(run_dir, f)) as fh:
+            return fh.read()
+    config, result = json.loads(read("config.json")), json.loads(read("metrics.json"))
+    exp = get(config["name"]).with_overrides({k: config[k] for k in Experiment.__dataclass_fields__
+                                              if k in config and k != "name"})
+    history = json.loads(read("history.json"))
+    summary = read("model_summary.txt").split("\n\n", 1)[-1]
+    fmaps = sorted(f for f in result.get("plots", []) if f.startswith("feature_maps_"))
+    text = render_report(exp, config, result, history, read("classification_report.txt"), summary, fmaps)
+    _write(os.path.join(run_dir, "report.md"), text)
+    return text
