@@ -1,5 +1,5 @@
 """python -m experiments list | run [NAME] [--epochs N] [--device cpu|cuda] [--data-dir D] [--out DIR]
-[--seed S] [--limit N] [--smoke] [--synthetic] [--resume] | results [--out DIR] [--write FILE]
+[--seed S] [--limit N] [--smoke] [--synthetic] [--resume] | results [--out DIR] [--export DIR] [--write FILE]
 
 ``run`` with no NAME runs the default experiment, the MNIST CNN.
 """
@@ -30,6 +30,8 @@ def main(argv=None):
     s.add_argument("--out", default="runs")
     s.add_argument("--write", default=None, help="also write the table to this file")
     s.add_argument("--data-dir", default=None, help="dataset root, to tell whether CIFAR-100 is present")
+    s.add_argument("--export", default=None, metavar="DIR",
+                   help="first copy OUT's full-length runs to DIR without checkpoints, then tabulate DIR")
     args = p.parse_args(argv)
 
     if args.cmd == "list":
@@ -39,8 +41,10 @@ def main(argv=None):
             print(f"{name:30s} {e.dataset:14s} {e.epochs:4d} ep  published: {pub}{mark}")
         return 0
     if args.cmd == "results":
-        from experiments.results import results_table
-        table = results_table(args.out, args.data_dir)
+        from experiments.results import export_runs, results_table
+        if args.export:
+            export_runs(args.out, args.export)
+        table = results_table(args.export or args.out, args.data_dir)
         print(table)
         if args.write:
             with open(args.write, "w") as f:
@@ -52,9 +56,14 @@ def main(argv=None):
     except KeyError as e:
         p.error(e.args[0])
     cmd = "python -m experiments " + " ".join(sys.argv[1:] if argv is None else argv)
-    res = run(args.name, epochs=args.epochs, device=args.device, data_dir=args.data_dir, out=args.out, seed=args.seed,
-              limit=args.limit, source="synthetic" if args.synthetic else "real", smoke=args.smoke,
-              progress=not args.quiet, command=cmd, num_workers=args.workers, resume=args.resume)
+    from minidl.data import DatasetNotFoundError
+    try:
+        res = run(args.name, epochs=args.epochs, device=args.device, data_dir=args.data_dir, out=args.out,
+                  seed=args.seed, limit=args.limit, source="synthetic" if args.synthetic else "real", smoke=args.smoke,
+                  progress=not args.quiet, command=cmd, num_workers=args.workers, resume=args.resume)
+    except DatasetNotFoundError as e:
+        p.exit(2, f"error: {e}\n(or try a smoke run on synthetic data: python -m experiments run {args.name} "
+                  "--smoke --synthetic)\n")
     pub = res.get("published") or {}
     print(f"{args.name}: test accuracy {res['test_acc']}%  (best val {res['best_val_acc']}% at epoch "
           f"{res['best_epoch']}; published: {pub.get('text', 'none')}); wrote {args.out}/{res['experiment']}/")

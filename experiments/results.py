@@ -81,3 +81,25 @@ def results_table(out="runs", data_dir=None) -> str:
             row = [name, dataset, pub, why, str(exp.epochs), "-", "-"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+KEEP = (".json", ".csv", ".md", ".txt", ".png")
+
+
+def export_runs(out="runs", dest="results") -> list:
+    """Copy the full-length real-data runs of ``out`` to ``dest`` without their checkpoints (the
+    files a repository can keep: metrics, config, history, report, plots); returns the names."""
+    import shutil
+    done = []
+    for name, m in collect(out).items():
+        if m.get("data_source") != "real" or m.get("limit"):
+            continue
+        src, dst = os.path.join(out, name), os.path.join(dest, name)
+        for root, _, files in os.walk(src):
+            for f in files:
+                if f.endswith(KEEP):
+                    rel = os.path.relpath(os.path.join(root, f), src)
+                    os.makedirs(os.path.dirname(os.path.join(dst, rel)), exist_ok=True)
+                    shutil.copy2(os.path.join(root, f), os.path.join(dst, rel))
+        done.append(name)
+    return done

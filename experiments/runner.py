@@ -185,8 +185,9 @@ def run_single(exp: Experiment, out_dir, device="cpu", data_dir=None, seed=0, li
                       monitor="val_acc")
     t_train = time.perf_counter()
     last = os.path.join(out_dir, "last.ckpt")
-    if resume and not os.path.isfile(last):
+    if resume is True and not os.path.isfile(last):
         raise FileNotFoundError(f"--resume: no checkpoint {last} to resume from")
+    resume = bool(resume) and os.path.isfile(last)  # "auto" (sweep variants): resume when there is one
     history = trainer.fit(exp.epochs, resume=last if resume else None)
     train_time = time.perf_counter() - t_train
 
@@ -211,7 +212,7 @@ def run_single(exp: Experiment, out_dir, device="cpu", data_dir=None, seed=0, li
         "n_train": info["n_train"], "n_val": info["n_val"], "n_test": info["n_test"], "params": n_params,
         "train_time_s": round(train_time, 1),
     }
-    if len(classes) > 5:
+    if len(classes) > 10:
         result["test_top5_acc"] = _pct(metrics.topk_accuracy(logits, targets, k=5))
     if exp.report_train_acc:
         tl = DataLoader(train_eval, batch_size=eval_bs, device=device, num_workers=num_workers)
@@ -272,14 +273,17 @@ def render_report(exp, config, result, history, report, summary, fmaps, extra_md
               f"| wall time (all) | {result['wall_time_s']} s |", f"| seed | {result['seed']} |", ""]
     if config.get("command"):
         lines += ["Command:", "", "```", config["command"], "```", ""]
-    lines += ["## Configuration", "", "```json", json.dumps({k: config[k] for k in (
-        "model", "model_kwargs", "epochs", "batch_size", "optimizer", "split", "normalize", "augment")},
-        indent=1, default=str), "```", ""]
+    lines += ["## Configuration", "", "| setting | value |", "|---|---|"]
+    lines += [f"| {k} | `{json.dumps(config[k], default=str)}` |" for k in (
+        "model", "model_kwargs", "epochs", "batch_size", "optimizer", "split", "normalize", "augment")]
+    lines += ["", "(all of it in config.json)", ""]
     if exp.notes:
         lines += ["Choices and notes:", ""] + [f"- {n}" for n in exp.notes] + [""]
     if extra_md:
         lines += [extra_md, ""]
     lines += ["## Learning curves", "", "![curves](curves.png)", "",
+              "Training loss and accuracy are running means over each epoch in training mode (dropout "
+              "active, weights changing); validation ones are measured after the epoch in eval mode.", "",
               "| epoch | train loss | train acc | val loss | val acc | lr | time (s) |",
               "|---|---|---|---|---|---|---|"]
     for r in history:
@@ -331,7 +335,7 @@ def run(name, epochs=None, device="cpu", data_dir=None, out="runs", seed=0, limi
         vexp.sweep = []
         if progress:
             print(f"== {exp.name}: {label}", flush=True)
-        results[label] = run_single(vexp, os.path.join(out_dir, label), **kw)
+        results[label] = run_single(vexp, os.path.join(out_dir, label), **dict(kw, resume="auto" if resume else False))
         with open(os.path.join(out_dir, label, "history.json")) as f:
             histories[label] = json.load(f)
     viz.plot_sweep(histories, os.path.join(out_dir, "sweep.png"), title=exp.title)
@@ -367,3 +371,20 @@ def run(name, epochs=None, device="cpu", data_dir=None, out="runs", seed=0, limi
         lines += ["Choices and notes:", ""] + [f"- {n}" for n in exp.notes] + [""]
     _write(os.path.join(out_dir, "report.md"), "\n".join(lines))
     return summary
+
+
+def rerender_report(run_dir) -> str:
+    """Rewrite ``run_dir/report.md`` of a finished single run from its files (after a change of the
+    report's layout; nothing is re-run)."""
+    def read(f):
+        with open(os.path.join(run_dir, f)) as fh:
+            return fh.read()
+    config, result = json.loads(read("config.json")), json.loads(read("metrics.json"))
+    exp = get(config["name"]).with_overrides({k: config[k] for k in Experiment.__dataclass_fields__
+                                              if k in config and k != "name"})
+    history = json.loads(read("history.json"))
+    summary = read("model_summary.txt").split("\n\n", 1)[-1]
+    fmaps = sorted(f for f in result.get("plots", []) if f.startswith("feature_maps_"))
+    text = render_report(exp, config, result, history, read("classification_report.txt"), summary, fmaps)
+    _write(os.path.join(run_dir, "report.md"), text)
+    return text

@@ -16,6 +16,7 @@ import os
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from minidl import backend
 from minidl.autograd import Tensor, no_grad
@@ -103,10 +104,12 @@ def plot_history(history, path, title: str | None = None) -> str:
             ax.plot(xs, ys, style, label={"train": "training", "val": "validation"}[split], markersize=3)
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
-        ax.set_title(f"{'training vs validation'} {label}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"training vs validation {label}")
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend()
+    fig.subplots_adjust(top=0.82 if title else 0.9, wspace=0.25)
     if title:
         fig.suptitle(title)
     return _save(fig, path)
@@ -284,12 +287,12 @@ def conv_feature_maps(model, image) -> list:
 
 
 def plot_feature_maps(model, image, path_prefix, max_maps: int = 32, ncols: int = 8) -> list:
-    """One PNG per conv layer, ``{path_prefix}_{layer}.png``: the input image and up to
-    ``max_maps`` channels of that layer's output for ``image`` (each channel min-max scaled).
-    Returns the paths written."""
+    """One PNG per conv layer in forward order, ``{path_prefix}_conv1.png``, ``_conv2.png``, ...:
+    the input image and up to ``max_maps`` channels of that layer's output for ``image`` (each
+    channel min-max scaled).  Returns the paths written."""
     paths = []
     img = _to_display(_np(image).reshape(_np(image).shape[-3:]))
-    for name, maps in conv_feature_maps(model, image):
+    for i, (name, maps) in enumerate(conv_feature_maps(model, image), 1):
         k = min(max_maps, maps.shape[0])
         tiles = []
         for c in range(k):
@@ -308,10 +311,9 @@ def plot_feature_maps(model, image, path_prefix, max_maps: int = 32, ncols: int 
         ax = fig.add_axes((1.9 / W, (H - 0.4 - grid_h) / H, grid_w / W, grid_h / H))
         ax.imshow(canvas, cmap="viridis", vmin=0, vmax=1, interpolation="nearest", aspect="auto")
         ax.axis("off")
-        fig.suptitle(f"feature maps of conv layer {name!r}: first {k} of {maps.shape[0]} channels, "
+        fig.suptitle(f"feature maps of conv{i} (layer {name!r}): first {k} of {maps.shape[0]} channels, "
                      f"{maps.shape[1]}x{maps.shape[2]}", fontsize=10)
-        safe = name.replace(".", "_") or "conv"
-        paths.append(_save(fig, f"{os.fspath(path_prefix)}_{safe}.png", tight=False))
+        paths.append(_save(fig, f"{os.fspath(path_prefix)}_conv{i}.png", tight=False))
     return paths
 
 
@@ -363,6 +365,7 @@ def plot_sweep(histories: dict, path, title: str | None = None) -> str:
     for ax, label in ((ax_acc, "validation accuracy"), (ax_loss, "validation loss")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)

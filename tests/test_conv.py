@@ -136,3 +136,36 @@ def test_conv2d_wrong_channels_names_both_shapes():
 def test_bad_input_raises_clear_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("kw", [dict(padding=1), dict(stride=2, padding=1), dict(padding="same", dilation=2)], ids=str)
+def test_chunked_path_matches_reference_across_chunks(monkeypatch, kw):
+    """Force one image per chunk and compare forward and all gradients with the one-chunk run."""
+    from minidl.ops import conv as conv_mod
+    rng = np.random.default_rng(3)
+    x, w, b = rng.standard_normal((3, 4, 7, 6)), rng.standard_normal((5, 4, 3, 3)), rng.standard_normal(5)
+    g = rng.standard_normal(conv2d(minidl.Tensor(x), minidl.Tensor(w), **kw).shape)
+
+    def run():
+        ts = [minidl.Tensor(a, requires_grad=True) for a in (x, w, b)]
+        y = conv2d(*ts, **kw)
+        y.backward(g)
+        return [y.numpy()] + [t.grad.numpy() for t in ts]
+
+    whole = run()
+    monkeypatch.setattr(conv_mod, "CHUNK_BYTES", 1)  # one image per chunk in every im2col loop
+    assert conv_mod._chunks(3, 100) == [(0, 1), (1, 2), (2, 3)]
+    for a, e in zip(run(), whole):
+        np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-12)
+
+
+def test_col2im_is_the_adjoint_of_im2col():
+    """<im2col(x), c> == <x, col2im(c)> for random x and c: the backward of the copy is the scatter-sum."""
+    from minidl.ops.conv import col2im, im2col
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 9, 8, 3))
+    kernel, stride, dilation, out_hw = (3, 2), (2, 1), (1, 2), (4, 6)
+    col = im2col(x, kernel, stride, dilation, out_hw)
+    c = rng.standard_normal(col.shape)
+    back = col2im(c.reshape(2, 4, 6, 3, 2, 3), x.shape, kernel, stride, dilation, out_hw)
+    assert np.isclose((col * c).sum(), (x * back).sum())

@@ -79,6 +79,9 @@ def test_cli_list_run_and_results(tmp_path, capsys):
     assert m["data_source"] == "synthetic" and m["seed"] == 3
     cfg = json.load(open(tmp_path / "mnist-cnn" / "config.json"))
     assert cfg["command"].startswith("python -m experiments run --smoke")
+    from experiments.runner import rerender_report
+    report = (tmp_path / "mnist-cnn" / "report.md").read_text()
+    assert rerender_report(tmp_path / "mnist-cnn") == report  # rebuilt from the files alone
     table = results_table(tmp_path, data_dir=str(tmp_path))
     lines = table.splitlines()
     assert lines[0].startswith("| Experiment | Dataset | Published | minidl |")
@@ -99,6 +102,12 @@ def test_results_table_reports_a_full_run(tmp_path):
     table = results_table(tmp_path)
     row = next(l for l in table.splitlines() if l.startswith("| mnist-cnn |"))
     assert row == "| mnist-cnn | MNIST | test 96.56% | test 98.50% | 5 | cpu | 5.0 min |"
+    (d / "last.ckpt").write_bytes(b"x")
+    (d / "curves.png").write_bytes(b"x")
+    from experiments.results import export_runs
+    assert export_runs(tmp_path, tmp_path / "exported") == ["mnist-cnn"]
+    assert sorted(os.listdir(tmp_path / "exported" / "mnist-cnn")) == ["curves.png", "metrics.json"]
+    assert results_table(tmp_path / "exported") == table
 
 
 def test_cli_resume_matches_an_uninterrupted_run(tmp_path):
@@ -116,3 +125,11 @@ def test_cli_resume_matches_an_uninterrupted_run(tmp_path):
     ha = json.load(open(tmp_path / "a" / "mnist-cnn" / "history.json"))
     hb = json.load(open(tmp_path / "b" / "mnist-cnn" / "history.json"))
     assert [r["train_loss"] for r in ha] == [r["train_loss"] for r in hb]
+
+
+def test_cli_missing_data_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["run", "mnist-cnn", "--data-dir", str(tmp_path / "none"), "--out", str(tmp_path), "--quiet"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "MNIST train files not found" in err and "--smoke --synthetic" in err

@@ -116,7 +116,7 @@ def out_size(size, pad, k, s, d):
 # Bytes of im2col columns built at a time.  Chunks of whole images bound the memory that col takes (the
 # full matrix is kh kw times the input) while keeping GEMM calls few and large: each multi-threaded BLAS call
 # must wait for all its threads, which on a busy 2-core machine can cost a scheduler quantum per call.
-CHUNK_BYTES = 32 * 2**20
+CHUNK_BYTES = 16 * 2**20
 
 
 def _chunks(n, row_bytes):
@@ -142,20 +142,25 @@ def conv_nhwc(xpad, wmat, kernel, stride, dilation, out_hw):
 
 
 def conv_weight_grad(xpad, g, kernel, stride, dilation, out_hw):
-    """dW (kh kw C, K) = im2col(xpad)^T @ g for g (N, Ho, Wo, K), with the columns rebuilt chunk by chunk."""
+    """dW^T (K, kh kw C) = g^T @ im2col(xpad) for g (N, Ho, Wo, K), with the columns rebuilt chunk by chunk.
+    The product is taken in the orientation whose result has at least as many rows as columns (col^T @ g
+    when kh kw C >= K, else g^T @ col): with the long inner dimension N Ho Wo, OpenBLAS ran the other
+    orientation 30 times slower here (0.37 s against 0.012 s for a 13312-row chunk of a 32-channel layer)."""
     xp = backend.get_array_module(xpad)
     n, c = xpad.shape[0], xpad.shape[3]
     (ho, wo), k = out_hw, g.shape[3]
     kkc = kernel[0] * kernel[1] * c
+    tall = kkc >= k
     win = windows(xpad, kernel, stride, dilation, out_hw)
-    gw = xp.zeros((kkc, k), dtype=g.dtype)
+    gw = xp.zeros((kkc, k) if tall else (k, kkc), dtype=g.dtype)
     chunks = _chunks(n, win[0].nbytes)
     buf = xp.empty((chunks[0][1] - chunks[0][0],) + win.shape[1:], dtype=xpad.dtype)
     for s, e in chunks:
-        col = buf[:e - s]
-        col[...] = win[s:e]
-        gw += col.reshape(-1, kkc).T @ xp.ascontiguousarray(g[s:e]).reshape(-1, k)
-    return gw
+        buf[:e - s] = win[s:e]
+        col = buf[:e - s].reshape(-1, kkc)
+        gm = xp.ascontiguousarray(g[s:e]).reshape(-1, k)
+        gw += col.T @ gm if tall else gm.T @ col
+    return gw.T if tall else gw
 
 
 class Conv2d(Function):
@@ -213,8 +218,8 @@ class Conv2d(Function):
         if self.has_bias and self.needs_input_grad[2]:
             gb = g.sum(axis=(0, 1, 2))
         if self.needs_input_grad[1]:
-            gwmat = conv_weight_grad(self.xpad, g, self.kernel, self.stride, self.dilation, self.out_hw)
-            gw = xp.ascontiguousarray(gwmat.reshape(kh, kw, c, k).transpose(3, 2, 0, 1))
+            gwt = conv_weight_grad(self.xpad, g, self.kernel, self.stride, self.dilation, self.out_hw)
+            gw = xp.ascontiguousarray(gwt.reshape(k, kh, kw, c).transpose(0, 3, 1, 2))
         if self.needs_input_grad[0]:
             gx = self._input_grad(g).transpose(0, 3, 1, 2)
         return (gx, gw, gb) if self.has_bias else (gx, gw)

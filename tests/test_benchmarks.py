@@ -1,0 +1,34 @@
+"""The benchmark's reference nets: they build from minidl.nn, run one training step, and match PyTorch's
+parameter counts (no timing here: speed is measured by ``python -m benchmarks.throughput`` only)."""
+import numpy as np
+import pytest
+
+import minidl
+from benchmarks import throughput
+
+try:
+    import torch
+except ImportError:  # a reference only
+    torch = None
+
+
+@pytest.mark.parametrize("net", ["A", "B", "C", "D"])
+def test_reference_net_trains_one_step(net):
+    runner = throughput.MinidlRunner(net, 4, "cpu")
+    before = [p.data.copy() for p in runner.model.parameters()]
+    loss = runner.train_step()
+    assert np.isfinite(loss.item())
+    assert any(not np.array_equal(b, p.data) for b, p in zip(before, runner.model.parameters()))
+    out = runner.infer(runner.x)
+    assert out.shape == (4, 10) and out.dtype == minidl.float32
+
+
+@pytest.mark.skipif(torch is None, reason="torch is not installed (it is only a reference)")
+@pytest.mark.parametrize("net", ["A", "B", "C", "D"])
+def test_reference_nets_have_torchs_parameter_counts(net):
+    nn, _, _ = throughput.minidl_namespace()
+    ours = sum(p.data.size for p in throughput.build(nn, net).parameters())
+    theirs = sum(p.numel() for p in throughput.build(torch.nn, net).parameters())
+    assert ours == theirs
+    if net == "A":
+        assert ours == 890_410
