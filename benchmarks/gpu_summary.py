@@ -53,8 +53,11 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
         sys.exit(__doc__)
-    with open(argv[0]) as f:
-        gpu = json.load(f)
+    try:
+        with open(argv[0]) as f:
+            gpu = json.load(f)
+    except (OSError, ValueError) as e:
+        sys.exit(f"no GPU figures to summarise ({e}): did the cuda benchmark run to its end?")
     cpu = None
     if len(argv) > 1:
         try:
