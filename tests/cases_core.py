@@ -52,6 +52,7 @@ CASES = [
     Case("pow", "scalar-base", lambda b: 2.0 ** b, _inputs(n(3)), lambda b: 2.0 ** b),
     Case("neg", "plain", lambda a: -a, _inputs(n(2, 3)), lambda a: -a),
     Case("matmul", "2d", lambda a, b: a @ b, _inputs(n(3, 4), n(4, 5)), lambda a, b: a @ b),
+    Case("matmul", "2d-tall", lambda a, b: a @ b, _inputs(n(5, 4), n(4, 3)), lambda a, b: a @ b),
     Case("matmul", "batched", lambda a, b: a @ b, _inputs(n(2, 3, 4), n(2, 4, 5)), lambda a, b: a @ b),
     Case("matmul", "broadcast-batch", lambda a, b: a @ b, _inputs(n(2, 1, 3, 4), n(5, 4, 2)), lambda a, b: a @ b),
     Case("matmul", "vector-matrix", lambda a, b: a @ b, _inputs(n(4), n(2, 4, 3)), lambda a, b: a @ b),

@@ -25,6 +25,17 @@ def _check_broadcast(a, b, what):
         raise ValueError(f"{what}: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be broadcast together") from None
 
 
+def gemm(a, b):
+    """a @ b for matrices a (m, k) and b (k, n), computed as (b^T a^T)^T when m < n: the same numbers,
+    returned as a transposed (F-ordered) view.  Why: OpenBLAS with two threads ran the wide orientation
+    (few rows, many columns, long k) 4-8x slower than the tall one on this 2-core machine whenever another
+    process wanted a core (its threads wait by yielding the CPU), and no faster with one thread
+    (``python -m benchmarks.gemm_orientation``)."""
+    if a.shape[0] < b.shape[1]:
+        return (b.T @ a.T).T
+    return a @ b
+
+
 class _Binary(Function):
     """Elementwise op of two broadcastable inputs; keeps their shapes for ``unbroadcast``."""
 
@@ -126,6 +137,8 @@ class MatMul(Function):
                              f"(last axis of the first must equal {'the second-to-last' if b.ndim > 1 else 'the only'} "
                              f"axis of the second)")
         self.a, self.b = a, b
+        if a.ndim == 2 and b.ndim == 2:
+            return gemm(a, b)
         try:
             return a @ b
         except ValueError:
@@ -140,7 +153,8 @@ class MatMul(Function):
         gy = gy.reshape(batch + (a2.shape[-2], b2.shape[-1]))
         ga = gb = None
         if self.needs_input_grad[0]:
-            ga = unbroadcast(gy @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape)
+            ga = gemm(gy, b2.T) if gy.ndim == 2 and b2.ndim == 2 else gy @ b2.swapaxes(-1, -2)
+            ga = unbroadcast(ga, a2.shape).reshape(a.shape)
         if self.needs_input_grad[1]:
             gb = unbroadcast(a2.swapaxes(-1, -2) @ gy, b2.shape).reshape(b.shape)
         return ga, gb

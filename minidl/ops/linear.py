@@ -1,5 +1,6 @@
 """The fully connected layer as one op (cs231n's affine_forward/affine_backward)."""
 from minidl.autograd import Function
+from minidl.ops.arith import gemm
 
 
 class Linear(Function):
@@ -12,15 +13,15 @@ class Linear(Function):
 
     def forward(self, x, w, b=None):
         self.x, self.w = x, w
-        y = x @ w.T
+        y = gemm(x, w.T) if x.ndim == 2 else x @ w.T
         if b is not None:
             y += b
         return y
 
     def backward(self, gy):
         need = self.needs_input_grad
-        gx = gy @ self.w if need[0] else None
-        g2 = gy.reshape(-1, gy.shape[-1])
+        gx = (gemm(gy, self.w) if gy.ndim == 2 else gy @ self.w) if need[0] else None
+        g2 = gy.reshape(-1, gy.shape[-1])  # dW stays gy^T x: contiguous in W's layout, for the optimizer
         gw = g2.T @ self.x.reshape(-1, self.x.shape[-1]) if need[1] else None
         gb = g2.sum(axis=0) if len(need) > 2 and need[2] else None
         return gx, gw, gb
