@@ -26,6 +26,8 @@ def main(argv=None):
     r.add_argument("--workers", type=int, default=0, help="DataLoader threads")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.add_argument("--resume", action="store_true", help="continue from OUT/NAME/last.ckpt")
+    r.add_argument("--no-download", action="store_true",
+                   help="never fetch missing data from the official servers (by default it is downloaded)")
     s = sub.add_parser("results", help="print the README Results table from OUT/*/metrics.json")
     s.add_argument("--out", default="runs")
     s.add_argument("--write", default=None, help="also write the table to this file")
@@ -56,12 +58,13 @@ def main(argv=None):
     except KeyError as e:
         p.error(e.args[0])
     cmd = "python -m experiments " + " ".join(sys.argv[1:] if argv is None else argv)
-    from minidl.data import DatasetNotFoundError
+    from minidl.data import DatasetNotFoundError, DownloadError
     try:
         res = run(args.name, epochs=args.epochs, device=args.device, data_dir=args.data_dir, out=args.out,
                   seed=args.seed, limit=args.limit, source="synthetic" if args.synthetic else "real", smoke=args.smoke,
-                  progress=not args.quiet, command=cmd, num_workers=args.workers, resume=args.resume)
-    except DatasetNotFoundError as e:
+                  progress=not args.quiet, command=cmd, num_workers=args.workers, resume=args.resume,
+                  download=not args.no_download)
+    except (DatasetNotFoundError, DownloadError) as e:
         p.exit(2, f"error: {e}\n(or try a smoke run on synthetic data: python -m experiments run {args.name} "
                   "--smoke --synthetic)\n")
     pub = res.get("published") or {}

@@ -50,9 +50,10 @@ def _synthetic(dataset, n_train, n_test, seed):
     return make(n_train), make(n_test)
 
 
-def load_data(exp: Experiment, data_dir=None, limit=None, source="real", seed=0):
+def load_data(exp: Experiment, data_dir=None, limit=None, source="real", seed=0, download=False):
     """(train, val, test) Subsets with their transforms, the class names and a description of the
-    data used.  ``source``: 'real' (error when absent), 'synthetic', or 'auto' (real when present)."""
+    data used.  ``source``: 'real' (error when absent), 'synthetic', or 'auto' (real when present).
+    ``download=True`` fetches missing real data from the official servers (source 'real' only)."""
     from minidl.data import DatasetNotFoundError, Subset, mean_std
     from minidl.data import transforms as T
     if source not in ("real", "synthetic", "auto"):
@@ -61,7 +62,9 @@ def load_data(exp: Experiment, data_dir=None, limit=None, source="real", seed=0)
     if source != "synthetic":
         try:
             cls = _dataset_class(exp.dataset)
-            full_train, full_test = cls(root=data_dir, train=True), cls(root=data_dir, train=False)
+            fetch = download and source == "real"
+            full_train = cls(root=data_dir, train=True, download=fetch)
+            full_test = cls(root=data_dir, train=False, download=fetch)
             used = "real"
         except DatasetNotFoundError:
             if source == "real":
@@ -154,11 +157,11 @@ def _pct(x):
 
 
 def run_single(exp: Experiment, out_dir, device="cpu", data_dir=None, seed=0, limit=None, source="real",
-               progress=True, command=None, num_workers=0, resume=False):
+               progress=True, command=None, num_workers=0, resume=False, download=False):
     os.makedirs(out_dir, exist_ok=True)
     t_start = time.perf_counter()
     mdl.manual_seed(seed)
-    train, val, test, train_eval, classes, info = load_data(exp, data_dir, limit, source, seed)
+    train, val, test, train_eval, classes, info = load_data(exp, data_dir, limit, source, seed, download)
     from minidl.data import DataLoader
     eval_bs = max(exp.batch_size, 500)
     train_loader = DataLoader(train, batch_size=exp.batch_size, shuffle=True, seed=seed, device=device,
@@ -306,7 +309,7 @@ def render_report(exp, config, result, history, report, summary, fmaps, extra_md
 
 # ----------------------------------------------------------------- entry point
 def run(name, epochs=None, device="cpu", data_dir=None, out="runs", seed=0, limit=None, source="real",
-        smoke=False, progress=True, command=None, num_workers=0, resume=False) -> dict:
+        smoke=False, progress=True, command=None, num_workers=0, resume=False, download=False) -> dict:
     """Run experiment ``name`` (a sweep runs every variant) and return its metrics dict.
 
     ``resume=True`` continues from ``OUT/NAME/last.ckpt`` (written after every epoch): the run ends
@@ -323,7 +326,7 @@ def run(name, epochs=None, device="cpu", data_dir=None, out="runs", seed=0, limi
     if command is None:
         command = "python -m experiments " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("__main__.py") else None
     kw = dict(device=device, data_dir=data_dir, seed=seed, limit=limit, source=source, progress=progress,
-              command=command, num_workers=num_workers, resume=resume)
+              command=command, num_workers=num_workers, resume=resume, download=download)
     if not exp.sweep:
         return run_single(exp, out_dir, **kw)
 

@@ -129,7 +129,21 @@ def test_cli_resume_matches_an_uninterrupted_run(tmp_path):
 
 def test_cli_missing_data_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        main(["run", "mnist-cnn", "--data-dir", str(tmp_path / "none"), "--out", str(tmp_path), "--quiet"])
+        main(["run", "mnist-cnn", "--data-dir", str(tmp_path / "none"), "--out", str(tmp_path), "--quiet",
+              "--no-download"])
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "MNIST train files not found" in err and "--smoke --synthetic" in err
+
+
+def test_cli_downloads_missing_data_by_default_and_says_where_to_put_it_when_that_fails(tmp_path, capsys,
+                                                                                          monkeypatch):
+    from minidl.data import MNIST
+    monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/mnist/"])  # nothing listens there: refused at once
+    with pytest.raises(SystemExit) as e:
+        main(["run", "mnist-cnn", "--data-dir", str(tmp_path / "none"), "--out", str(tmp_path), "--quiet"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "could not download train-images-idx3-ubyte.gz" in err and "127.0.0.1:9/mnist/" in err
+    assert "put the official files" in err
+    assert not any(p.name.endswith(".gz") for p in (tmp_path / "none").rglob("*"))  # nothing half-written
