@@ -192,7 +192,9 @@ def run_single(exp: Experiment, out_dir, device="cpu", data_dir=None, seed=0, li
         raise FileNotFoundError(f"--resume: no checkpoint {last} to resume from")
     resume = bool(resume) and os.path.isfile(last)  # "auto" (sweep variants): resume when there is one
     history = trainer.fit(exp.epochs, resume=last if resume else None)
-    train_time = time.perf_counter() - t_train
+    # the epochs' own times, so that a resumed run counts the epochs trained before it too
+    train_time = sum(r.get("time_s") or 0.0 for r in history) if resume else time.perf_counter() - t_train
+    earlier = train_time - (time.perf_counter() - t_train) if resume else 0.0
 
     ev = evaluate(model, test_loader, device=device, return_outputs=True)
     logits, targets = ev["logits"], ev["targets"]
@@ -238,7 +240,9 @@ def run_single(exp: Experiment, out_dir, device="cpu", data_dir=None, seed=0, li
     if any(type(mod).__name__ == "Conv2d" for mod in model.modules()):
         fmaps = viz.plot_feature_maps(model, first_x.numpy()[0], os.path.join(out_dir, "feature_maps"))
     viz.plot_weight_histograms(model, os.path.join(out_dir, "weights.png"))
-    result["wall_time_s"] = round(time.perf_counter() - t_start, 1)
+    result["wall_time_s"] = round(time.perf_counter() - t_start + max(earlier, 0.0), 1)
+    if resume:
+        result["resumed"] = True
     result["plots"] = sorted(f for f in os.listdir(out_dir) if f.endswith(".png"))
     result["environment"] = {"python": platform.python_version(), "numpy": np.__version__,
                              "machine": platform.machine(), "cpus": os.cpu_count()}
