@@ -30,3 +30,9 @@ def test_readme_autograd_example_runs():
     scope = {}
     exec(code, scope)
     assert scope["x"].grad.shape == (2, 2) and scope["w"].grad.shape == (2, 3)
+
+
+def test_readme_results_table_is_the_generated_one():
+    """README's Results table is results/RESULTS.md, which `python -m experiments results` writes."""
+    table = open(os.path.join(ROOT, "results", "RESULTS.md")).read().strip()
+    assert table in open(os.path.join(ROOT, "README.md")).read()
