@@ -1,6 +1,6 @@
-import pytest
-
 import os
+
+import pytest
 
 from minidl import backend
 
