@@ -515,20 +515,12 @@ def adam_update(p, g, state, group):
 def conv2d_forward(op, x, w, b=None):
     """Conv2d.forward on a GPU: y = im2col(x) @ W (+ b) with the IM2COL kernel (padding inside the kernel) and
     one cuBLAS GEMM; y is returned as an NCHW view of NHWC memory, as on the CPU.  Saves x in NHWC."""
-    from minidl.ops.conv import _check_shapes, conv_padding, out_size
-    _check_shapes(x, w, b)
+    op.geometry(x, w, b)
     xp = backend.get_array_module(x)
-    n, c, h, wd = x.shape
-    k, _, kh, kw = w.shape
-    op.kernel = (kh, kw)
-    op.pads = conv_padding(op.padding, op.kernel, op.dilation, op.stride)
-    t, bt, l, r = op.pads
-    ho = out_size(h, t + bt, kh, op.stride[0], op.dilation[0])
-    wo = out_size(wd, l + r, kw, op.stride[1], op.dilation[1])
-    if ho < 1 or wo < 1:
-        raise ValueError(f"conv2d: input of shape {tuple(x.shape)} with padding {op.padding!r} is smaller than the "
-                         f"dilated kernel {(kh, kw)} (dilation {op.dilation}): output would be {ho}x{wo}")
-    op.out_hw = (ho, wo)
+    n, c = x.shape[:2]
+    kh, kw = op.kernel
+    k = w.shape[0]
+    ho, wo = op.out_hw
     xh = xp.ascontiguousarray(x.transpose(0, 2, 3, 1))
     wmat = xp.ascontiguousarray(w.transpose(2, 3, 1, 0)).reshape(kh * kw * c, k)
     y = im2col(xh, op.kernel, op.stride, op.pads, op.dilation, op.out_hw) @ wmat
@@ -562,16 +554,7 @@ def conv2d_backward(op, gy):
 
 def max_pool2d_forward(op, x):
     """MaxPool2d.forward on a GPU (MAXPOOL_FORWARD kernel, padding as -inf inside the kernel)."""
-    if x.ndim != 4:
-        raise ValueError(f"{op.name}: expected input of shape (N, C, H, W), got {tuple(x.shape)}")
-    xp = backend.get_array_module(x)
-    n, c, h, w = x.shape
-    (kh, kw), (s1, s2), (t, b, l, r) = op.kernel, op.stride, op.pads
-    ho, wo = (h + t + b - kh) // s1 + 1, (w + l + r - kw) // s2 + 1
-    if ho < 1 or wo < 1:
-        raise ValueError(f"{op.name}: input of shape {tuple(x.shape)} is smaller than the kernel "
-                         f"{op.kernel} (padding {op.pads[::2]})")
-    op.x_shape, op.out_hw = x.shape, (ho, wo)
+    op.geometry(x)
     y, op.gpu_idx = maxpool_forward(x.transpose(0, 2, 3, 1), op.kernel, op.stride, op.pads, op.out_hw)
     return y.transpose(0, 3, 1, 2)
 
@@ -587,14 +570,8 @@ def max_pool2d_backward(op, gy):
 def batch_norm_forward(op, x, gamma, beta):
     """BatchNorm.forward (training) on a GPU: statistics by reductions over the (M, C) channels-last matrix,
     xhat and y by one BN_NORMALIZE pass.  Sets op.mean, op.var, op.m as the CPU path does."""
-    from minidl.ops.norm import _check_channel_vectors, _layout
+    op.setup(x, gamma, beta)
     xp = backend.get_array_module(x)
-    op.axes, op.shape = _layout(x, "batch_norm")
-    _check_channel_vectors(x, "batch_norm", weight=gamma, bias=beta)
-    op.m = x.size // x.shape[1]
-    if op.m <= 1:
-        raise ValueError(f"batch_norm in training mode needs more than one value per channel, "
-                         f"got input of shape {tuple(x.shape)}")
     x2, shape = channels_last(x)
     op.mean, op.var = bn_stats(x2)
     op.inv_std = 1 / xp.sqrt(op.var + x.dtype.type(op.eps))

@@ -186,10 +186,22 @@ class Conv2d(Function):
         if backend.device_of(x) == "cuda":  # CuPy: im2col kernel + one cuBLAS GEMM (minidl/cuda_kernels.py)
             from minidl import cuda_kernels
             return cuda_kernels.conv2d_forward(self, x, w, b)
+        self.geometry(x, w, b)
+        c, (kh, kw), k = x.shape[1], self.kernel, w.shape[0]
+        xpad = pad_nhwc(x.transpose(0, 2, 3, 1), self.pads)
+        wmat = w.transpose(2, 3, 1, 0).reshape(kh * kw * c, k)
+        y = conv_nhwc(xpad, wmat, self.kernel, self.stride, self.dilation, self.out_hw)
+        if b is not None:
+            y += b
+        self.xpad, self.w, self.has_bias = xpad, w, b is not None
+        return y.transpose(0, 3, 1, 2)
+
+    def geometry(self, x, w, b):
+        """Check the shapes and set ``kernel``, ``pads`` (top, bottom, left, right) and ``out_hw``
+        (shared by the NumPy and the CuPy forward)."""
         _check_shapes(x, w, b)
-        n, c, h, wd = x.shape
-        k, _, kh, kw = w.shape
-        self.kernel = (kh, kw)
+        h, wd = x.shape[2:]
+        kh, kw = self.kernel = w.shape[2:]
         self.pads = conv_padding(self.padding, self.kernel, self.dilation, self.stride)
         t, bt, l, r = self.pads
         ho = out_size(h, t + bt, kh, self.stride[0], self.dilation[0])
@@ -199,13 +211,6 @@ class Conv2d(Function):
                              f"than the dilated kernel {(kh, kw)} (dilation {self.dilation}): output would be "
                              f"{ho}x{wo}")
         self.out_hw = (ho, wo)
-        xpad = pad_nhwc(x.transpose(0, 2, 3, 1), self.pads)
-        wmat = w.transpose(2, 3, 1, 0).reshape(kh * kw * c, k)
-        y = conv_nhwc(xpad, wmat, self.kernel, self.stride, self.dilation, self.out_hw)
-        if b is not None:
-            y += b
-        self.xpad, self.w, self.has_bias = xpad, w, b is not None
-        return y.transpose(0, 3, 1, 2)
 
     def backward(self, gy):
         if hasattr(self, "gpu_saved"):

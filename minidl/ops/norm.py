@@ -46,12 +46,7 @@ class BatchNorm(Function):
             from minidl import cuda_kernels
             return cuda_kernels.batch_norm_forward(self, x, gamma, beta)
         xp = backend.get_array_module(x)
-        self.axes, self.shape = _layout(x, "batch_norm")
-        _check_channel_vectors(x, "batch_norm", weight=gamma, bias=beta)
-        self.m = x.size // x.shape[1]
-        if self.m <= 1:
-            raise ValueError(f"batch_norm in training mode needs more than one value per channel, "
-                             f"got input of shape {tuple(x.shape)}")
+        self.setup(x, gamma, beta)
         self.mean = x.mean(axis=self.axes)
         xhat = x - self.mean.reshape(self.shape)                 # x - mu, normalised in place below
         self.var = channel_dot(xhat, xhat) / x.dtype.type(self.m)
@@ -61,6 +56,16 @@ class BatchNorm(Function):
         y = xhat * gamma.reshape(self.shape)
         y += beta.reshape(self.shape)
         return y
+
+    def setup(self, x, gamma, beta):
+        """Check the shapes and set ``axes``, ``shape`` and the count ``m`` per channel (shared by the
+        NumPy and the CuPy forward)."""
+        self.axes, self.shape = _layout(x, "batch_norm")
+        _check_channel_vectors(x, "batch_norm", weight=gamma, bias=beta)
+        self.m = x.size // x.shape[1]
+        if self.m <= 1:
+            raise ValueError(f"batch_norm in training mode needs more than one value per channel, "
+                             f"got input of shape {tuple(x.shape)}")
 
     def backward(self, gy):
         if hasattr(self, "gpu_saved"):

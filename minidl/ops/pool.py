@@ -36,7 +36,14 @@ class _Pool2d(Function):
         self.pads = (ph, ph, pw, pw)
 
     def _setup(self, x, fill):
-        """The padded NHWC input and the output size; checks the shape."""
+        """The padded NHWC input; checks the shape and sets the output size."""
+        self.geometry(x)
+        xpad = pad_nhwc(x.transpose(0, 2, 3, 1), self.pads, fill)
+        self.padded_shape = xpad.shape
+        return xpad
+
+    def geometry(self, x):
+        """Check the shape and set ``x_shape`` and ``out_hw`` (shared by the NumPy and the CuPy forward)."""
         if x.ndim != 4:
             raise ValueError(f"{self.name}: expected input of shape (N, C, H, W), got {tuple(x.shape)}")
         n, c, h, w = x.shape
@@ -46,9 +53,6 @@ class _Pool2d(Function):
             raise ValueError(f"{self.name}: input of shape {tuple(x.shape)} is smaller than the kernel "
                              f"{self.kernel} (padding {self.pads[::2]})")
         self.x_shape, self.out_hw = x.shape, (ho, wo)
-        xpad = pad_nhwc(x.transpose(0, 2, 3, 1), self.pads, fill)
-        self.padded_shape = xpad.shape
-        return xpad
 
     def _slice(self, a, p, q):
         """The (N, Ho, Wo, C) slice of an (N, Hp, Wp, C) array at kernel offset (p, q)."""
