@@ -413,3 +413,44 @@ def test_matches_torch_optim(name, kw, dtype):
     assert p.dtype == dtype
     tol = dict(rtol=1e-12, atol=1e-13) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(p.numpy(), tp.detach().numpy(), **tol)
+
+
+# ---------------------------------------------------------------- chunked updates
+CHUNK_CASES = TORCH_CASES + [("SGD", dict(lr=0.1, momentum=0.9, maximize=True)),
+                             ("Adam", dict(lr=0.01, maximize=True, weight_decay=0.1))]
+
+
+@pytest.mark.parametrize("name,kw", CHUNK_CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CHUNK_CASES)])
+def test_chunked_update_is_bit_identical_to_whole_array_passes(name, kw, monkeypatch):
+    """Large parameters are updated CHUNK elements at a time (minidl.optim.optimizer.chunks); with a chunk
+    of 7 elements (a ragged last chunk too) and with one chunk, three steps give the same bits; a
+    non-contiguous parameter is updated whole and correctly."""
+    from minidl.optim import optimizer
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((5, 9)).astype(np.float32)
+    grads = [rng.standard_normal((5, 9)).astype(np.float32) for _ in range(3)]
+    cls = {"SGD": SGD, "Adam": Adam, "AdamW": AdamW, "RMSprop": RMSprop}[name]
+    results = {}
+    for chunk in (7, 10 ** 9):
+        monkeypatch.setattr(optimizer, "CHUNK", chunk)
+        results[chunk], _, _ = run(cls, x, grads, dtype=np.float32, **kw)
+    np.testing.assert_array_equal(results[7], results[10 ** 9])
+    # a transposed (F-ordered) parameter: no reshape view exists, so it is one chunk; it must still move
+    monkeypatch.setattr(optimizer, "CHUNK", 7)
+    p = mdl.Tensor(np.asfortranarray(x), requires_grad=True)
+    opt = cls([p], **kw)
+    for g in grads:
+        p.grad = mdl.Tensor(np.asfortranarray(g))
+        opt.step()
+    np.testing.assert_array_equal(p.numpy(), results[7][-1])
+
+
+def test_chunks_splits_contiguous_arrays_and_passes_none_through(monkeypatch):
+    from minidl.optim import optimizer
+    monkeypatch.setattr(optimizer, "CHUNK", 4)
+    a, b = np.arange(10.0), np.arange(10.0) * 2
+    got = list(optimizer.chunks(a, None, b))
+    assert [len(c[0]) for c in got] == [4, 4, 2] and all(c[1] is None for c in got)
+    for ca, _, cb in got:
+        assert np.shares_memory(ca, a) and (cb == 2 * ca).all()
+    assert list(optimizer.chunks(a[::2], b[::2]))[0][0].base is a   # not contiguous: one whole chunk

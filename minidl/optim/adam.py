@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from minidl.optim.optimizer import Optimizer, _check_hyper
+from minidl.optim.optimizer import Optimizer, _check_hyper, chunks
 
 
 class Adam(Optimizer):
@@ -36,41 +36,40 @@ class Adam(Optimizer):
         xp = p.xp
         lr, eps, weight_decay = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
         beta1, beta2 = (float(b) for b in group["betas"])
-        if group["maximize"]:
-            g = -g
         if not state:
             state["step"] = 0
             state["exp_avg"] = xp.zeros_like(p.data)
             state["exp_avg_sq"] = xp.zeros_like(p.data)
         if group["amsgrad"] and "max_exp_avg_sq" not in state:
             state["max_exp_avg_sq"] = xp.zeros_like(p.data)
-        if weight_decay != 0:
-            if group["decoupled_weight_decay"]:
-                p.data *= 1.0 - lr * weight_decay
-            else:
-                decayed = p.data * weight_decay      # g + weight_decay * p in a new array:
-                decayed += g                         # the gradient itself is never written
-                g = decayed
         state["step"] += 1
         t = state["step"]
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        scratch = xp.multiply(g, 1.0 - beta1)        # the one temporary array of the step
-        m *= beta1
-        m += scratch
-        xp.multiply(g, g, out=scratch)
-        scratch *= 1.0 - beta2
-        v *= beta2
-        v += scratch
-        if group["amsgrad"]:
-            v = xp.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
         bias_correction1 = 1.0 - beta1 ** t
         bias_correction2 = 1.0 - beta2 ** t
-        denom = xp.sqrt(v, out=scratch)
-        denom /= math.sqrt(bias_correction2)
-        denom += eps
-        step = xp.divide(m, denom, out=scratch)
-        step *= lr / bias_correction1
-        p.data -= step
+        decoupled = weight_decay != 0 and group["decoupled_weight_decay"]
+        for pc, g, m, v, v_max in chunks(p.data, g, state["exp_avg"], state["exp_avg_sq"],
+                                         state.get("max_exp_avg_sq")):   # one cache-sized chunk at a time
+            if group["maximize"]:
+                g = -g
+            if decoupled:
+                pc *= 1.0 - lr * weight_decay
+            elif weight_decay != 0:
+                g = pc * weight_decay + g            # a new array: the gradient itself is never written
+            scratch = xp.multiply(g, 1.0 - beta1)    # the one temporary array of the step
+            m *= beta1
+            m += scratch
+            xp.multiply(g, g, out=scratch)
+            scratch *= 1.0 - beta2
+            v *= beta2
+            v += scratch
+            if group["amsgrad"]:
+                v = xp.maximum(v_max, v, out=v_max)
+            denom = xp.sqrt(v, out=scratch)
+            denom /= math.sqrt(bias_correction2)
+            denom += eps
+            step = xp.divide(m, denom, out=scratch)
+            step *= lr / bias_correction1
+            pc -= step
 
 
 class AdamW(Adam):

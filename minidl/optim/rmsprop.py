@@ -1,7 +1,7 @@
 """RMSprop (PyTorch's update rule)."""
 from __future__ import annotations
 
-from minidl.optim.optimizer import Optimizer, _check_hyper
+from minidl.optim.optimizer import Optimizer, _check_hyper, chunks
 
 
 class RMSprop(Optimizer):
@@ -31,8 +31,6 @@ class RMSprop(Optimizer):
         xp = p.xp
         lr, alpha, eps = float(group["lr"]), float(group["alpha"]), float(group["eps"])
         weight_decay, momentum = float(group["weight_decay"]), float(group["momentum"])
-        if group["maximize"]:
-            g = -g
         if not state:
             state["step"] = 0
             state["square_avg"] = xp.zeros_like(p.data)
@@ -41,23 +39,24 @@ class RMSprop(Optimizer):
         if group["centered"] and "grad_avg" not in state:
             state["grad_avg"] = xp.zeros_like(p.data)
         state["step"] += 1
-        if weight_decay != 0:
-            g = g + weight_decay * p.data            # a new array: the gradient itself is never written
-        s = state["square_avg"]
-        s *= alpha
-        s += (1.0 - alpha) * (g * g)
-        if group["centered"]:
-            a = state["grad_avg"]
-            a *= alpha
-            a += (1.0 - alpha) * g
-            denom = xp.sqrt(s - a * a)
-        else:
-            denom = xp.sqrt(s)
-        denom += eps
-        if momentum > 0:
-            b = state["momentum_buffer"]
-            b *= momentum
-            b += g / denom
-            p.data -= lr * b
-        else:
-            p.data -= lr * (g / denom)
+        for pc, g, s, a, b in chunks(p.data, g, state["square_avg"], state.get("grad_avg"),
+                                     state.get("momentum_buffer")):   # one cache-sized chunk at a time
+            if group["maximize"]:
+                g = -g
+            if weight_decay != 0:
+                g = g + weight_decay * pc            # a new array: the gradient itself is never written
+            s *= alpha
+            s += (1.0 - alpha) * (g * g)
+            if group["centered"]:
+                a *= alpha
+                a += (1.0 - alpha) * g
+                denom = xp.sqrt(s - a * a)
+            else:
+                denom = xp.sqrt(s)
+            denom += eps
+            if momentum > 0:
+                b *= momentum
+                b += g / denom
+                pc -= lr * b
+            else:
+                pc -= lr * (g / denom)

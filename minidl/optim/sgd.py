@@ -1,7 +1,7 @@
 """Stochastic gradient descent with momentum (PyTorch's update rule)."""
 from __future__ import annotations
 
-from minidl.optim.optimizer import Optimizer, _check_hyper
+from minidl.optim.optimizer import Optimizer, _check_hyper, chunks
 
 
 class SGD(Optimizer):
@@ -32,23 +32,20 @@ class SGD(Optimizer):
             return cuda_kernels.sgd_update(p.data, g, state, group)
         lr, momentum = float(group["lr"]), float(group["momentum"])
         dampening, weight_decay = float(group["dampening"]), float(group["weight_decay"])
-        if group["maximize"]:
-            g = -g
-        if weight_decay != 0:
-            decayed = weight_decay * p.data          # g + weight_decay * p in a new array:
-            decayed += g                             # the gradient itself is never written
-            g = decayed
-        if momentum != 0:
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                buf = state["momentum_buffer"] = g.copy()
-            else:
-                buf *= momentum
-                buf += g if dampening == 0 else (1.0 - dampening) * g
-            if group["nesterov"]:
-                d = momentum * buf                   # g + momentum * b
-                d += g
-                g = d
-            else:
-                g = buf
-        p.data -= lr * g
+        first = momentum != 0 and "momentum_buffer" not in state
+        if first:
+            state["momentum_buffer"] = p.xp.empty_like(p.data)
+        buf = state.get("momentum_buffer") if momentum != 0 else None
+        for pc, gc, bc in chunks(p.data, g, buf):    # the same arithmetic, one cache-sized chunk at a time
+            if group["maximize"]:
+                gc = -gc
+            if weight_decay != 0:
+                gc = weight_decay * pc + gc          # a new array: the gradient itself is never written
+            if momentum != 0:
+                if first:
+                    bc[...] = gc
+                else:
+                    bc *= momentum
+                    bc += gc if dampening == 0 else (1.0 - dampening) * gc
+                gc = gc + momentum * bc if group["nesterov"] else bc
+            pc -= lr * gc
