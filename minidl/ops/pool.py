@@ -72,9 +72,12 @@ class MaxPool2d(_Pool2d):
     """y[n, c, i, j] = max_{p, q} xpad[n, c, s i + p, s j + q]  (padding counts as -inf);
     dx = gy routed to the argmax of each window (the first one on ties, as PyTorch).
 
-    Forward is kh kw - 1 elementwise maxima of strided slices, nothing else; backward finds the argmax
-    again by comparing each slice with y, in offset order, and hands each gy to the first slice that
-    holds the maximum (``left`` keeps the gradient not yet handed out)."""
+    Forward is kh kw - 1 elementwise maxima of strided slices, nothing else.  Backward compares each
+    slice with y (hits[k] = slice_k == y), keeps only the first hit of each window in offset order
+    (``_keep_first``) and multiplies gy by it.  When the windows tile the padded input (stride ==
+    kernel and the sizes divide) the masks of all offsets are one array laid out like xpad, viewed as
+    (N, Ho, kh, Wo, kw, C): one comparison with y and one product with gy give dxpad directly, with no
+    per-offset passes (the usual MaxPool2d(2))."""
     name = "max_pool2d"
 
     def forward(self, x):
@@ -97,26 +100,40 @@ class MaxPool2d(_Pool2d):
         if hasattr(self, "gpu_idx"):
             from minidl import cuda_kernels
             return cuda_kernels.max_pool2d_backward(self, gy)
-        xp = backend.get_array_module(gy)
-        left = gy.transpose(0, 2, 3, 1)
-        (kh, kw), (s1, s2), (ho, wo) = self.kernel, self.stride, self.out_hw
-        hp, wp = self.padded_shape[1:3]
-        # each padded pixel lies in exactly one window: the slices tile dxpad, so they can be assigned
-        tiled = (s1, s2) == (kh, kw) and hp == ho * kh and wp == wo * kw
-        dxpad = xp.empty(self.padded_shape, dtype=gy.dtype) if tiled else xp.zeros(self.padded_shape, dtype=gy.dtype)
-        offsets = self._offsets()
+        return self._unpad(self._dxpad(gy.transpose(0, 2, 3, 1), self._tiled()))
+
+    def _tiled(self):
+        """True when every padded pixel lies in exactly one window."""
+        (kh, kw), (ho, wo), (hp, wp) = self.kernel, self.out_hw, self.padded_shape[1:3]
+        return self.stride == self.kernel and (hp, wp) == (ho * kh, wo * kw)
+
+    @staticmethod
+    def _keep_first(hits):
+        """In place: clear every hits[k] (bool) that an earlier hits[j], j < k, already has set."""
+        xp = backend.get_array_module(hits[0])
+        taken = hits[0].copy()
+        for k in range(1, len(hits)):
+            xp.greater(hits[k], taken, out=hits[k])  # hit and not taken
+            if k + 1 < len(hits):
+                xp.logical_or(taken, hits[k], out=taken)
+
+    def _dxpad(self, g, tiled):
+        """The gradient of the padded NHWC input from g = gy as (N, Ho, Wo, C)."""
+        xp = backend.get_array_module(g)
+        (kh, kw), (ho, wo), offsets = self.kernel, self.out_hw, self._offsets()
+        if tiled:
+            n, _, _, c = self.padded_shape
+            hits = self.xpad.reshape(n, ho, kh, wo, kw, c) == self.y[:, :, None, :, None]
+            self._keep_first([hits[:, :, p, :, q] for p, q in offsets])
+            return (g[:, :, None, :, None] * hits).reshape(self.padded_shape)
+        hits = xp.empty((len(offsets),) + self.y.shape, dtype=bool)
         for k, (p, q) in enumerate(offsets):
-            hit = self._slice(self.xpad, p, q) == self.y
-            if tiled:
-                xp.multiply(left, hit, out=self._slice(dxpad, p, q))
-            else:
-                self._slice(dxpad, p, q)[...] += left * hit
-            if k + 1 < len(offsets):  # the gradient of a window is spent once its first maximum took it
-                if k == 0:
-                    left = xp.where(hit, gy.dtype.type(0), left)
-                else:
-                    xp.copyto(left, 0, where=hit)
-        return self._unpad(dxpad)
+            xp.equal(self._slice(self.xpad, p, q), self.y, out=hits[k])
+        self._keep_first(hits)
+        dxpad = xp.zeros(self.padded_shape, dtype=g.dtype)
+        for k, (p, q) in enumerate(offsets):
+            self._slice(dxpad, p, q)[...] += g * hits[k]
+        return dxpad
 
 
 class AvgPool2d(_Pool2d):

@@ -1,0 +1,84 @@
+"""max_pool2d's backward on NumPy: the tiled fast path (one comparison, one product) against the general
+per-offset path and against a plain loop over windows, bit for bit, ties included."""
+import numpy as np
+import pytest
+
+from minidl.ops.pool import MaxPool2d
+
+
+def reference_backward(x, gy, k, s, pad):
+    """dx of max pooling by a loop over windows: each gy goes to the first maximum in row-major order."""
+    n, c, h, w = x.shape
+    xpad = np.full((n, c, h + 2 * pad, w + 2 * pad), -np.inf, dtype=x.dtype)
+    xpad[:, :, pad:pad + h, pad:pad + w] = x
+    dxpad = np.zeros_like(xpad)
+    for i in range(gy.shape[2]):
+        for j in range(gy.shape[3]):
+            win = xpad[:, :, s * i:s * i + k, s * j:s * j + k].reshape(n, c, k * k)
+            first = win.argmax(axis=2)  # the first maximum
+            for a in range(n):
+                for b in range(c):
+                    p, q = divmod(first[a, b], k)
+                    dxpad[a, b, s * i + p, s * j + q] += gy[a, b, i, j]
+    return dxpad[:, :, pad:pad + h, pad:pad + w]
+
+
+def both_paths(x, gy, k, s=None, pad=0):
+    """(tiled?, dx of the fast path or None, dx of the general path) for one forward."""
+    op = MaxPool2d(k, s, pad)
+    op.forward(x)
+    g = gy.transpose(0, 2, 3, 1)
+    fast = op._unpad(op._dxpad(g, True)) if op._tiled() else None
+    return op._tiled(), fast, op._unpad(op._dxpad(g, False)), op.backward(gy)
+
+
+def inputs(kind, shape, dtype, rng):
+    n, c, h, w = shape
+    if kind == "relu":  # many zero ties, NHWC memory as minidl's conv gives
+        x = np.maximum(rng.standard_normal((n, h, w, c)), 0).astype(dtype).transpose(0, 3, 1, 2)
+    elif kind == "constant":  # every window all equal
+        x = np.full(shape, 1.5, dtype=dtype)
+    elif kind == "zeros":  # equal zeros of both signs
+        x = np.where(rng.random(shape) < 0.5, -0.0, 0.0).astype(dtype)
+    elif kind == "levels":  # few distinct values: ties anywhere in a window
+        x = rng.integers(0, 3, size=shape).astype(dtype)
+    else:  # "strided": a non-contiguous NCHW view
+        x = rng.standard_normal((n, c, h, 2 * w)).astype(dtype)[:, :, :, ::2]
+    return x
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["relu", "constant", "zeros", "levels", "strided"])
+@pytest.mark.parametrize("k, pad, hw", [(2, 0, (6, 8)), (3, 0, (9, 6)), (2, 1, (4, 6)), (1, 0, (3, 5))])
+def test_tiled_fast_path_matches_general_path_and_loop(dtype, kind, k, pad, hw):
+    rng = np.random.default_rng(0)
+    x = inputs(kind, (2, 5) + hw, dtype, rng)
+    ho, wo = (hw[0] + 2 * pad) // k, (hw[1] + 2 * pad) // k
+    gy = rng.standard_normal((2, 5, ho, wo)).astype(dtype)
+    tiled, fast, general, dx = both_paths(x, gy, k, None, pad)
+    assert tiled
+    ref = reference_backward(x, gy, k, k, pad)
+    for got in (fast, general, dx):
+        assert got.dtype == dtype and got.shape == x.shape
+        assert np.array_equal(got, ref)
+
+
+@pytest.mark.parametrize("k, s, pad, hw", [(2, 2, 0, (7, 8)), (2, 2, 0, (8, 5)), (3, 2, 0, (7, 7)),
+                                           (3, 1, 1, (5, 6)), (2, 1, 0, (4, 4)), (3, 3, 1, (6, 6))])
+def test_other_geometries_take_the_general_path(k, s, pad, hw):
+    rng = np.random.default_rng(1)
+    x = inputs("levels", (2, 3) + hw, np.float64, rng)
+    op = MaxPool2d(k, s, pad)
+    y = op.forward(x)
+    assert not op._tiled()
+    gy = rng.integers(-4, 5, size=y.shape).astype(np.float64)  # overlapping windows add: exact sums in any order
+    assert np.array_equal(op.backward(gy), reference_backward(x, gy, k, s, pad))
+
+
+def test_a_fast_path_without_the_first_hit_rule_is_caught(monkeypatch):
+    """The tie tests have teeth: keeping every hit (not only the first) of the fast path is detected."""
+    rng = np.random.default_rng(2)
+    x, gy = inputs("levels", (2, 3, 4, 4), np.float32, rng), rng.standard_normal((2, 3, 2, 2)).astype(np.float32)
+    monkeypatch.setattr(MaxPool2d, "_keep_first", staticmethod(lambda hits: None))
+    _, fast, _, _ = both_paths(x, gy, 2)
+    assert not np.array_equal(fast, reference_backward(x, gy, 2, 2, 0))
