@@ -1,8 +1,10 @@
-"""max_pool2d's backward on NumPy: the tiled fast path (one comparison, one product) against the general
-per-offset path and against a plain loop over windows, bit for bit, ties included."""
+"""Backward of max_pool2d and relu on NumPy, bit for bit: max_pool2d's tiled fast path (one comparison, one
+product) against its general per-offset path and a plain loop over windows, ties included; relu's against
+gy * (y > 0)."""
 import numpy as np
 import pytest
 
+from minidl.ops.elementwise import ReLU
 from minidl.ops.pool import MaxPool2d
 
 
@@ -82,3 +84,36 @@ def test_a_fast_path_without_the_first_hit_rule_is_caught(monkeypatch):
     monkeypatch.setattr(MaxPool2d, "_keep_first", staticmethod(lambda hits: None))
     _, fast, _, _ = both_paths(x, gy, 2)
     assert not np.array_equal(fast, reference_backward(x, gy, 2, 2, 0))
+
+
+def relu_inputs(dtype, rng):
+    """x with zeros of both signs, inf and NaN; gy with negatives (-0.0 products), inf and NaN."""
+    x = rng.standard_normal((2, 3, 4, 5)).astype(dtype)
+    x.flat[:6] = [0.0, -0.0, np.inf, -np.inf, np.nan, 1.0]
+    gy = rng.standard_normal(x.shape).astype(dtype)
+    gy.flat[:6] = [-1.0, -2.0, -np.inf, np.inf, 3.0, np.nan]
+    gy.flat[6:9] = [np.inf, -np.inf, np.nan]
+    return x, gy
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["contiguous", "nhwc", "mixed", "broadcast"])
+def test_relu_backward_is_gy_times_the_mask_bit_for_bit(dtype, layout):
+    rng = np.random.default_rng(3)
+    x, gy = relu_inputs(dtype, rng)
+    if layout in ("nhwc", "mixed"):  # NCHW views of NHWC memory, for x alone or for both
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+        if layout == "nhwc":
+            gy = np.ascontiguousarray(gy.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    elif layout == "broadcast":  # a gradient with zero strides, as sum's backward gives
+        gy = np.broadcast_to(gy[:, :1], x.shape)
+    gy_before = gy.copy()
+    op = ReLU()
+    with np.errstate(invalid="ignore"):  # inf * 0 = nan, on purpose
+        y = op.forward(x)
+        dx = op.backward(gy)
+        want = gy * (y > 0)
+    assert dx.dtype == dtype and dx.shape == x.shape
+    assert np.array_equal(dx, want, equal_nan=True)
+    assert np.array_equal(np.signbit(dx), np.signbit(want))  # -0.0 where gy < 0 is masked, as gy * False
+    assert np.array_equal(gy, gy_before, equal_nan=True)  # gy is never written
