@@ -16,9 +16,10 @@ import numpy as np
 from minidl.ops.elementwise import ReLU
 from minidl.ops.pool import MaxPool2d
 
-# (label, C, H, W) of the tensors entering MaxPool2d(2) and ReLU in the reference nets
-POOLS = [("A pool1", 32, 28, 28), ("A pool2", 64, 10, 10), ("B pool1", 10, 24, 24), ("D pool1", 32, 32, 32),
-         ("D pool2", 64, 16, 16)]
+# (label, C, H, W, (kernel, stride, padding)) of the tensors entering MaxPool2d and ReLU in the reference
+# nets; the last pool is a ResNet stem's overlapping MaxPool2d(3, 2, 1), which takes the general path
+POOLS = [("A pool1", 32, 28, 28, (2, 2, 0)), ("A pool2", 64, 10, 10, (2, 2, 0)), ("B pool1", 10, 24, 24, (2, 2, 0)),
+         ("D pool1", 32, 32, 32, (2, 2, 0)), ("D pool2", 64, 16, 16, (2, 2, 0)), ("stem 3/2/1", 64, 32, 32, (3, 2, 1))]
 RELUS = [("A relu2", 32, 28, 28), ("D relu", 32, 32, 32), ("D relu3", 64, 16, 16)]
 
 
@@ -73,16 +74,16 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, nargs="+", default=[64, 128])
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
-    print(f"{'what':<22} {'shape (N, C, H, W)':<20} {'old ms':>8} {'new ms':>8} {'old/new':>8}")
+    print(f"{'what':<24} {'shape (N, C, H, W)':<20} {'old ms':>8} {'new ms':>8} {'old/new':>8}")
     for n in args.batch:
-        for label, c, h, w in POOLS:
-            op = MaxPool2d(2)
-            op.forward(np.maximum(nhwc(rng, n, c, h, w), 0))
-            gy = nhwc(rng, n, c, h // 2, w // 2)
+        for label, c, h, w, geometry in POOLS:
+            op = MaxPool2d(*geometry)
+            y = op.forward(np.maximum(nhwc(rng, n, c, h, w), 0))
+            gy = nhwc(rng, n, c, *y.shape[2:])
             if not np.array_equal(old_max_pool_backward(op, gy), op.backward(gy)):
                 raise AssertionError(f"{label}: old and new max_pool2d backward differ")
             t_old, t_new = ab(lambda: old_max_pool_backward(op, gy), lambda: op.backward(gy), args.runs)
-            print(f"{label + ' max_pool bwd':<22} {str((n, c, h, w)):<20} {t_old:8.3f} {t_new:8.3f} "
+            print(f"{label + ' max_pool bwd':<24} {str((n, c, h, w)):<20} {t_old:8.3f} {t_new:8.3f} "
                   f"{t_old / t_new:7.2f}x")
         for label, c, h, w in RELUS:
             op = ReLU()
@@ -92,7 +93,7 @@ def main(argv=None):
             if not (np.array_equal(a, b) and np.array_equal(np.signbit(a), np.signbit(b))):
                 raise AssertionError(f"{label}: old and new relu backward differ")
             t_old, t_new = ab(lambda: old_relu_backward(op, gy), lambda: op.backward(gy), args.runs)
-            print(f"{label + ' relu bwd':<22} {str((n, c, h, w)):<20} {t_old:8.3f} {t_new:8.3f} {t_old / t_new:7.2f}x")
+            print(f"{label + ' relu bwd':<24} {str((n, c, h, w)):<20} {t_old:8.3f} {t_new:8.3f} {t_old / t_new:7.2f}x")
 
 
 if __name__ == "__main__":

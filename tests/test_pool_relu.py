@@ -117,3 +117,12 @@ def test_relu_backward_is_gy_times_the_mask_bit_for_bit(dtype, layout):
     assert np.array_equal(dx, want, equal_nan=True)
     assert np.array_equal(np.signbit(dx), np.signbit(want))  # -0.0 where gy < 0 is masked, as gy * False
     assert np.array_equal(gy, gy_before, equal_nan=True)  # gy is never written
+
+
+def test_the_ab_benchmark_runs_and_checks_old_against_new(capsys):
+    """benchmarks/pool_relu.py: one tiny run; it raises if the old and new backward ever differ."""
+    from benchmarks import pool_relu
+    pool_relu.main(["--runs", "1", "--batch", "2"])
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert len(rows) == len(pool_relu.POOLS) + len(pool_relu.RELUS)
+    assert all(row.endswith("x") for row in rows)
