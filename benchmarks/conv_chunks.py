@@ -3,7 +3,7 @@
     python -m benchmarks.conv_chunks [--runs 7] [--sizes 0.5 1 2 4 16]
 
 ``minidl.ops.conv.CHUNK_BYTES`` bounds the im2col columns built at a time.  For the 3x3 layers of the
-reference nets A and D (batch 64 and 128) this times ``conv_nhwc`` (forward; the stride-1 input gradient is
+reference nets A and D (batch 64 and 128) this times ``conv_gemm`` (forward; the stride-1 input gradient is
 the same function) and ``conv_weight_grad`` with each chunk size, the sizes alternating inside every
 round so that machine noise hits all alike, and prints medians in ms and their sum over the layers.
 """
@@ -41,8 +41,8 @@ def main(argv=None):
                 for s in args.sizes:
                     conv.CHUNK_BYTES = int(s * 2**20)
                     t0 = time.perf_counter()
-                    conv.conv_nhwc(xpad, wmat, (3, 3), (1, 1), (1, 1), out_hw)
-                    conv.conv_weight_grad(xpad, g, (3, 3), (1, 1), (1, 1), out_hw)
+                    conv.conv_gemm(conv.Columns(xpad, (3, 3), (1, 1), (1, 1), out_hw), wmat)
+                    conv.conv_weight_grad(conv.Columns(xpad, (3, 3), (1, 1), (1, 1), out_hw), g)
                     times[s].append(time.perf_counter() - t0)
             med = {s: 1e3 * statistics.median(v[1:]) for s, v in times.items()}
             for s in args.sizes:
