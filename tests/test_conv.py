@@ -31,13 +31,16 @@ def test_case_forward_and_gradcheck(case, device):
     assert minidl.gradcheck(case.fn, _tensors(arrays, np.float64, device), **case.check)
 
 
-@pytest.mark.parametrize("planes_max", [4, 0], ids=["planes", "nhwc"])
+@pytest.mark.parametrize("planes_max,full_ratio", [(4, 10.0), (0, 10.0), (0, 0.0)],
+                         ids=["planes-full", "nhwc-full", "nhwc-col2im"])
 @pytest.mark.parametrize("case", [c for c in CASES if c.op == "conv2d"], ids=lambda c: c.name)
-def test_conv_cases_through_both_column_layouts(case, planes_max, monkeypatch):
+def test_conv_cases_through_both_column_layouts(case, planes_max, full_ratio, monkeypatch):
     """The cases' inputs are NCHW arrays with 2-4 channels, which conv2d reads as planes (the input image's
-    path); with PLANES_MAX_CHANNELS = 0 the same cases go through the NHWC columns of every later layer."""
+    path); with PLANES_MAX_CHANNELS = 0 the same cases go through the NHWC columns of every later layer.
+    FULL_CORRELATION_MAX_RATIO 10 takes the full correlation for dx wherever the stride allows, 0 never."""
     from minidl.ops import conv as conv_mod
     seen = []
+    monkeypatch.setattr(conv_mod, "FULL_CORRELATION_MAX_RATIO", full_ratio)
 
     class Recording(conv_mod.Columns):
         def __init__(self, xpad, *args):

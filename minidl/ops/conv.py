@@ -121,6 +121,12 @@ def out_size(size, pad, k, s, d):
 # with 4 MB and 133 ms with 16 MB; with other processes on the cores, 0.5-2 MB chunks became up to 20x slower
 # than 16 MB on the 16x16x64 layer (one image per chunk: 128 BLAS calls) and 4 MB 3x slower.
 CHUNK_BYTES = 4 * 2**20
+# For stride 1, dx is the full correlation of the padded gy when the input has at most this many times the
+# output's pixels, else col2im: the full correlation multiplies N H W rows, col2im N Ho Wo rows plus kh kw
+# strided additions.  `python -m benchmarks.conv_input_grad` times both on the reference layers: with padding
+# (ratio 1.0) and on A's 30x30 layer (1.15) the full correlation took 0.57-0.69x col2im's time; on A's 14x14
+# and 12x12 layers (1.36, 1.44) and the MNIST CNN's 5x5 layer (2.25) col2im took 0.78-1.0x the full's.
+FULL_CORRELATION_MAX_RATIO = 1.25
 # Inputs with at most this many channels and NCHW memory (images) are read as planes (see Columns).
 PLANES_MAX_CHANNELS = 4
 
@@ -230,7 +236,8 @@ class Conv2d(Function):
     rebuilds each chunk's columns from the saved padded input instead of keeping col (kh kw times the
     input) alive.  For stride 1, dx is itself a convolution, the full correlation of gy with the flipped
     kernel:  dx = conv(pad(gy, d (k - 1) - pad), flip(w) with in/out channels swapped),  which needs one
-    strided copy and one GEMM per chunk instead of a GEMM that writes col plus kh kw strided additions."""
+    strided copy and one GEMM per chunk instead of a GEMM that writes col plus kh kw strided additions;
+    it is taken where the input has at most FULL_CORRELATION_MAX_RATIO times the output's pixels."""
     name = "conv2d"
 
     def __init__(self, stride=1, padding=0, dilation=1):
@@ -253,6 +260,7 @@ class Conv2d(Function):
         if b is not None:
             y += b
         self.xpad, self.planes, self.w, self.has_bias = xpad, planes, w, b is not None
+        self.x_nhwc_shape = (x.shape[0], x.shape[2], x.shape[3], x.shape[1])
         return y.transpose(0, 3, 1, 2)
 
     def geometry(self, x, w, b):
@@ -287,28 +295,40 @@ class Conv2d(Function):
         return (gx, gw, gb) if self.has_bias else (gx, gw)
 
     def _input_grad(self, g):
-        """dx in NHWC (unpadded)."""
-        xp = backend.get_array_module(g)
+        """dx in NHWC (unpadded): the full correlation where it applies and costs little more, else col2im."""
         k, c, kh, kw = self.w.shape
-        (d1, d2), (t, bt, l, r) = self.dilation, self.pads
+        (d1, d2), (t, bt, l, r), (ho, wo) = self.dilation, self.pads, self.out_hw
         full = (d1 * (kh - 1) - t, d1 * (kh - 1) - bt, d2 * (kw - 1) - l, d2 * (kw - 1) - r)
         hp, wp = self.xpad.shape[2:4] if self.planes else self.xpad.shape[1:3]
-        if self.stride == (1, 1) and min(full) >= 0:
-            wflip = self.w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(kh * kw * k, c)
-            cols = Columns(pad_nhwc(g, full), self.kernel, (1, 1), self.dilation, (hp - t - bt, wp - l - r))
-            return conv_gemm(cols, wflip)
-        # general stride: dcol = g @ W^T, chunk by chunk, summed back by col2im
-        n, (ho, wo) = g.shape[0], self.out_hw
+        if (self.stride == (1, 1) and min(full) >= 0
+                and (hp - t - bt) * (wp - l - r) <= FULL_CORRELATION_MAX_RATIO * ho * wo):
+            return self._input_grad_full(g, full)
+        return self._input_grad_col2im(g)
+
+    def _input_grad_full(self, g, full):
+        """dx = conv(pad(gy, full), flip(w) with in/out channels swapped) for stride 1: one strided copy and
+        one GEMM per chunk, with N H W rows (the input's size, not the output's)."""
+        k, c, kh, kw = self.w.shape
+        _, h, w, _ = self.x_nhwc_shape
+        wflip = self.w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(kh * kw * k, c)
+        return conv_gemm(Columns(pad_nhwc(g, full), self.kernel, (1, 1), self.dilation, (h, w)), wflip)
+
+    def _input_grad_col2im(self, g):
+        """dcol = gy @ W^T (N Ho Wo rows), chunk by chunk, summed back into dx by col2im (kh kw strided adds)."""
+        xp = backend.get_array_module(g)
+        k, c, kh, kw = self.w.shape
+        n, h, w, _ = self.x_nhwc_shape
+        t, l, (ho, wo) = self.pads[0], self.pads[2], self.out_hw
+        hp, wp = self.xpad.shape[2:4] if self.planes else self.xpad.shape[1:3]
         wmat_t = xp.ascontiguousarray(self.w.transpose(0, 2, 3, 1).reshape(k, kh * kw * c))
         dxpad = xp.empty((n, hp, wp, c), dtype=g.dtype)
-        buf_shape = (ho, wo, kh, kw, c)
         chunks = _chunks(n, g.itemsize * ho * wo * kh * kw * c)
-        buf = xp.empty((chunks[0][1] - chunks[0][0],) + buf_shape, dtype=g.dtype)
+        buf = xp.empty((chunks[0][1] - chunks[0][0], ho, wo, kh, kw, c), dtype=g.dtype)
         for s, e in chunks:
             col = buf[:e - s]
             xp.matmul(xp.ascontiguousarray(g[s:e]).reshape(-1, k), wmat_t, out=col.reshape(-1, kh * kw * c))
             col2im(col, None, self.kernel, self.stride, self.dilation, self.out_hw, out=dxpad[s:e])
-        return dxpad[:, t:hp - bt, l:wp - r]
+        return dxpad[:, t:t + h, l:l + w]
 
 
 def _check_shapes(x, w, b):
