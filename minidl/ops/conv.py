@@ -203,13 +203,16 @@ class Columns:
         return self.xp.ascontiguousarray(dwt.reshape(k, kh, kw, self.c).transpose(0, 3, 1, 2))
 
 
-def conv_gemm(cols, wmat):
-    """y (N, Ho, Wo, K) = col @ wmat for ``Columns`` cols and wmat (features, K): one GEMM per chunk of
-    images, straight into y's rows."""
+def conv_gemm(cols, wmat, bias=None):
+    """y (N, Ho, Wo, K) = col @ wmat (+ bias) for ``Columns`` cols and wmat (features, K): one GEMM per chunk
+    of images, straight into y's rows, and the bias added to the chunk while it is still in cache."""
     (ho, wo), k = cols.out_hw, wmat.shape[1]
     y = cols.xp.empty((cols.xpad.shape[0], ho, wo, k), dtype=cols.xpad.dtype)
     for s, e, col in cols:
-        cols.xp.matmul(col, wmat, out=y[s:e].reshape(-1, k))
+        rows = y[s:e].reshape(-1, k)
+        cols.xp.matmul(col, wmat, out=rows)
+        if bias is not None:
+            rows += bias
     return y
 
 
@@ -256,9 +259,7 @@ class Conv2d(Function):
         planes = x.shape[1] <= PLANES_MAX_CHANNELS and x.flags.c_contiguous
         xpad = pad_nchw(x, self.pads) if planes else pad_nhwc(x.transpose(0, 2, 3, 1), self.pads)
         cols = Columns(xpad, self.kernel, self.stride, self.dilation, self.out_hw, planes)
-        y = conv_gemm(cols, cols.weight_matrix(w))
-        if b is not None:
-            y += b
+        y = conv_gemm(cols, cols.weight_matrix(w), b)
         self.xpad, self.planes, self.w, self.has_bias = xpad, planes, w, b is not None
         self.x_nhwc_shape = (x.shape[0], x.shape[2], x.shape[3], x.shape[1])
         return y.transpose(0, 3, 1, 2)
