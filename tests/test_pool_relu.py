@@ -9,24 +9,26 @@ from minidl.ops.pool import MaxPool2d
 
 
 def reference_backward(x, gy, k, s, pad):
-    """dx of max pooling by a loop over windows: each gy goes to the first maximum in row-major order."""
+    """dx of max pooling by a loop over windows: each gy goes to the first maximum in row-major order
+    (k, s: ints or (rows, columns) pairs)."""
+    (kh, kw), (sh, sw) = [(v, v) if isinstance(v, int) else v for v in (k, s)]
     n, c, h, w = x.shape
     xpad = np.full((n, c, h + 2 * pad, w + 2 * pad), -np.inf, dtype=x.dtype)
     xpad[:, :, pad:pad + h, pad:pad + w] = x
     dxpad = np.zeros_like(xpad)
     for i in range(gy.shape[2]):
         for j in range(gy.shape[3]):
-            win = xpad[:, :, s * i:s * i + k, s * j:s * j + k].reshape(n, c, k * k)
+            win = xpad[:, :, sh * i:sh * i + kh, sw * j:sw * j + kw].reshape(n, c, kh * kw)
             first = win.argmax(axis=2)  # the first maximum
             for a in range(n):
                 for b in range(c):
-                    p, q = divmod(first[a, b], k)
-                    dxpad[a, b, s * i + p, s * j + q] += gy[a, b, i, j]
+                    p, q = divmod(first[a, b], kw)
+                    dxpad[a, b, sh * i + p, sw * j + q] += gy[a, b, i, j]
     return dxpad[:, :, pad:pad + h, pad:pad + w]
 
 
 def both_paths(x, gy, k, s=None, pad=0):
-    """(tiled?, dx of the fast path or None, dx of the general path) for one forward."""
+    """(tiled?, dx of the fast path or None, dx of the general path, dx of backward) for one forward."""
     op = MaxPool2d(k, s, pad)
     op.forward(x)
     g = gy.transpose(0, 2, 3, 1)
@@ -51,11 +53,13 @@ def inputs(kind, shape, dtype, rng):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kind", ["relu", "constant", "zeros", "levels", "strided"])
-@pytest.mark.parametrize("k, pad, hw", [(2, 0, (6, 8)), (3, 0, (9, 6)), (2, 1, (4, 6)), (1, 0, (3, 5))])
+@pytest.mark.parametrize("k, pad, hw", [(2, 0, (6, 8)), (3, 0, (9, 6)), (2, 1, (4, 6)), (1, 0, (3, 5)),
+                                        ((2, 3), 0, (4, 9)), ((3, 2), 1, (7, 6))])
 def test_tiled_fast_path_matches_general_path_and_loop(dtype, kind, k, pad, hw):
     rng = np.random.default_rng(0)
     x = inputs(kind, (2, 5) + hw, dtype, rng)
-    ho, wo = (hw[0] + 2 * pad) // k, (hw[1] + 2 * pad) // k
+    kh, kw = (k, k) if isinstance(k, int) else k
+    ho, wo = (hw[0] + 2 * pad) // kh, (hw[1] + 2 * pad) // kw
     gy = rng.standard_normal((2, 5, ho, wo)).astype(dtype)
     tiled, fast, general, dx = both_paths(x, gy, k, None, pad)
     assert tiled
