@@ -32,3 +32,15 @@ def test_reference_nets_have_torchs_parameter_counts(net):
     assert ours == theirs
     if net == "A":
         assert ours == 890_410
+
+
+def test_conv_chunks_runs_and_restores_the_chunk_size(capsys, monkeypatch):
+    """The chunk-size benchmark runs on a tiny layer list and leaves CHUNK_BYTES as it found it."""
+    from benchmarks import conv_chunks
+    import minidl.ops.conv as conv
+    monkeypatch.setattr(conv_chunks, "LAYERS", [(2, 6, 6, 3, 4, 1)])
+    before = conv.CHUNK_BYTES
+    conv_chunks.main(["--runs", "1", "--sizes", "0.001", "1"])
+    out = capsys.readouterr().out
+    assert conv.CHUNK_BYTES == before
+    assert "(2, 6, 6, 3, 4, 1)" in out and out.strip().splitlines()[-1].startswith("sum".rjust(26))

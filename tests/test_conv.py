@@ -31,6 +31,28 @@ def test_case_forward_and_gradcheck(case, device):
     assert minidl.gradcheck(case.fn, _tensors(arrays, np.float64, device), **case.check)
 
 
+@pytest.mark.parametrize("planes_max", [4, 0], ids=["planes", "nhwc"])
+@pytest.mark.parametrize("case", [c for c in CASES if c.op == "conv2d"], ids=lambda c: c.name)
+def test_conv_cases_through_both_column_layouts(case, planes_max, monkeypatch):
+    """The cases' inputs are NCHW arrays with 2-4 channels, which conv2d reads as planes (the input image's
+    path); with PLANES_MAX_CHANNELS = 0 the same cases go through the NHWC columns of every later layer."""
+    from minidl.ops import conv as conv_mod
+    seen = []
+
+    class Recording(conv_mod.Columns):
+        def __init__(self, xpad, *args):
+            seen.append((xpad.ndim, args[-1] if len(args) == 5 else False))
+            super().__init__(xpad, *args)
+
+    monkeypatch.setattr(conv_mod, "PLANES_MAX_CHANNELS", planes_max)
+    monkeypatch.setattr(conv_mod, "Columns", Recording)
+    arrays = case.inputs(np.random.default_rng(0))
+    out = case.fn(*_tensors(arrays, np.float64, "cpu"))
+    np.testing.assert_allclose(out.numpy(), case.ref(*arrays), rtol=1e-10, atol=1e-10)
+    assert seen[0][1] is (planes_max > 0)
+    assert minidl.gradcheck(case.fn, _tensors(arrays, np.float64, "cpu"), **case.check)
+
+
 def test_every_conv_op_has_a_case():
     ops = {c.op for c in CASES}
     for name in ("conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"):
@@ -138,10 +160,12 @@ def test_bad_input_raises_clear_errors(call, match):
         call()
 
 
+@pytest.mark.parametrize("planes_max", [4, 0], ids=["planes", "nhwc"])
 @pytest.mark.parametrize("kw", [dict(padding=1), dict(stride=2, padding=1), dict(padding="same", dilation=2)], ids=str)
-def test_chunked_path_matches_reference_across_chunks(monkeypatch, kw):
+def test_chunked_path_matches_reference_across_chunks(monkeypatch, kw, planes_max):
     """Force one image per chunk and compare forward and all gradients with the one-chunk run."""
     from minidl.ops import conv as conv_mod
+    monkeypatch.setattr(conv_mod, "PLANES_MAX_CHANNELS", planes_max)
     rng = np.random.default_rng(3)
     x, w, b = rng.standard_normal((3, 4, 7, 6)), rng.standard_normal((5, 4, 3, 3)), rng.standard_normal(5)
     g = rng.standard_normal(conv2d(minidl.Tensor(x), minidl.Tensor(w), **kw).shape)
