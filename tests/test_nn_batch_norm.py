@@ -159,3 +159,11 @@ def test_gradcheck_on_channels_last_and_strided_views(layout):
     rm, rv = minidl.Tensor(rng.standard_normal(c)), minidl.Tensor(rng.uniform(0.5, 2, c))
     assert minidl.gradcheck(lambda a, g, b: BatchNormEval(EPS)(view(a), g, b, rm, rv), [x, gamma, beta],
                             atol=1e-5)
+
+
+def test_ab_benchmark_runs_and_reports_every_shape(capsys):
+    from benchmarks import batch_norm
+    batch_norm.main(["--batch", "8", "--runs", "1"])
+    rows = capsys.readouterr().out.strip().splitlines()[2:]
+    assert [r.split("|")[0].strip() for r in rows] == ["(8, 32, 32, 32)", "(8, 64, 16, 16)", "(8, 512)"]
+    assert all(float(r.split("|")[-1]) < 1e-5 for r in rows)  # old and new agree to float32 rounding
