@@ -21,7 +21,7 @@ def run_both(mine, theirs, x, grad=True, rtol=1e-5, atol=1e-5):
     """Forward both, compare; backward a common random upstream gradient, compare input and parameter grads."""
     mx, tx = minidl.Tensor(x, requires_grad=grad), torch.tensor(x, requires_grad=grad)
     y, ty = mine(mx), theirs(tx)
-    assert y.dtype == np.float32
+    assert y.dtype == x.dtype
     np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=rtol, atol=atol)
     if grad:
         g = np.random.default_rng(99).standard_normal(y.shape).astype(np.float32)
@@ -202,7 +202,11 @@ def test_resnet_matches_a_torch_model_of_the_same_design(build, blocks, widths, 
     theirs.eval(), mine.eval()
     run_both(mine, theirs, x, grad=False, rtol=1e-4, atol=1e-4)
     theirs.train(), mine.train()
-    run_both(mine, theirs, x, grad=True, rtol=1e-3, atol=1e-4)
+    run_both(mine, theirs, x, grad=False, rtol=1e-4, atol=1e-4)
+    # Gradients in float64: in float32, for some inputs one of the ~10^5 pre-activations lies within rounding of 0
+    # and its ReLU passes the gradient on one side and not on the other (inputs seeded 0-7: 2 of 8 failed
+    # before and after batch norm's rewrite, different ones).
+    run_both(mine.double(), theirs.double(), x.astype(np.float64), grad=True, rtol=1e-9, atol=1e-10)
     for (k, v), (_, tv) in zip(mine.state_dict().items(), theirs.state_dict().items()):
         np.testing.assert_allclose(v.numpy(), tv.numpy(), rtol=1e-4, atol=1e-5, err_msg=k)
 
