@@ -194,5 +194,5 @@ def test_col2im_is_the_adjoint_of_im2col():
     kernel, stride, dilation, out_hw = (3, 2), (2, 1), (1, 2), (4, 6)
     col = im2col(x, kernel, stride, dilation, out_hw)
     c = rng.standard_normal(col.shape)
-    back = col2im(c.reshape(2, 4, 6, 3, 2, 3), x.shape, kernel, stride, dilation, out_hw)
+    back = col2im(c.reshape(2, 4, 6, 3, 2, 3).transpose(3, 4, 0, 1, 2, 5), x.shape, kernel, stride, dilation, out_hw)
     assert np.isclose((col * c).sum(), (x * back).sum())

@@ -93,9 +93,9 @@ def im2col(xpad, kernel, stride, dilation, out_hw):
 
 
 def col2im(dcol, padded_shape, kernel, stride, dilation, out_hw, out=None):
-    """The adjoint of im2col: dcol (N, Ho, Wo, kh, kw, C) summed back into an (N, Hp, Wp, C) array
-    (``out`` if given).  A loop over the kh kw kernel offsets, each adding one strided (N, Ho, Wo, C)
-    slice (no scatter-add)."""
+    """The adjoint of im2col: dcol (kh, kw, N, Ho, Wo, C), offset-major, summed back into an (N, Hp, Wp, C)
+    array (``out`` if given).  A loop over the kh kw kernel offsets, each adding one contiguous (N, Ho, Wo, C)
+    block into a strided slice (no scatter-add)."""
     xp = backend.get_array_module(dcol)
     (kh, kw), (s1, s2), (d1, d2), (ho, wo) = kernel, stride, dilation, out_hw
     if out is None:
@@ -105,7 +105,7 @@ def col2im(dcol, padded_shape, kernel, stride, dilation, out_hw, out=None):
         dx[...] = 0
     for p in range(kh):
         for q in range(kw):
-            dx[:, d1 * p:d1 * p + s1 * (ho - 1) + 1:s1, d2 * q:d2 * q + s2 * (wo - 1) + 1:s2] += dcol[:, :, :, p, q]
+            dx[:, d1 * p:d1 * p + s1 * (ho - 1) + 1:s1, d2 * q:d2 * q + s2 * (wo - 1) + 1:s2] += dcol[p, q]
     return dx
 
 
@@ -123,9 +123,10 @@ def out_size(size, pad, k, s, d):
 CHUNK_BYTES = 4 * 2**20
 # For stride 1, dx is the full correlation of the padded gy when the input has at most this many times the
 # output's pixels, else col2im: the full correlation multiplies N H W rows, col2im N Ho Wo rows plus kh kw
-# strided additions.  `python -m benchmarks.conv_input_grad` times both on the reference layers: with padding
-# (ratio 1.0) and on A's 30x30 layer (1.15) the full correlation took 0.57-0.69x col2im's time; on A's 14x14
-# and 12x12 layers (1.36, 1.44) and the MNIST CNN's 5x5 layer (2.25) col2im took 0.78-1.0x the full's.
+# strided additions.  `python -m benchmarks.conv_input_grad` times both on the reference layers (quiet machine,
+# batch 64): with padding (ratio 1.0) the full correlation took 0.79-0.82x col2im's time and on A's 30x30 layer
+# (1.15) 0.92-0.98x; on A's 14x14 and 12x12 layers (1.36, 1.44) col2im took 0.67-0.88x the full's, on the
+# MNIST CNN's 5x5 layer (2.25) 0.49x.
 FULL_CORRELATION_MAX_RATIO = 1.25
 # Inputs with at most this many channels and NCHW memory (images) are read as planes (see Columns).
 PLANES_MAX_CHANNELS = 4
@@ -315,20 +316,24 @@ class Conv2d(Function):
         return conv_gemm(Columns(pad_nhwc(g, full), self.kernel, (1, 1), self.dilation, (h, w)), wflip)
 
     def _input_grad_col2im(self, g):
-        """dcol = gy @ W^T (N Ho Wo rows), chunk by chunk, summed back into dx by col2im (kh kw strided adds)."""
+        """dcol = gy @ W^T, chunk by chunk, summed back into dx by col2im (kh kw strided additions).  dcol is
+        made offset-major, (kh kw, N Ho Wo, C), by one batched product gy @ W_pq^T per kernel offset, so
+        each addition reads a contiguous block (1.9x faster for the MNIST CNN's 5x5 layer than reading
+        runs of C elements out of (N Ho Wo, kh kw C) rows)."""
         xp = backend.get_array_module(g)
         k, c, kh, kw = self.w.shape
         n, h, w, _ = self.x_nhwc_shape
         t, l, (ho, wo) = self.pads[0], self.pads[2], self.out_hw
         hp, wp = self.xpad.shape[2:4] if self.planes else self.xpad.shape[1:3]
-        wmat_t = xp.ascontiguousarray(self.w.transpose(0, 2, 3, 1).reshape(k, kh * kw * c))
+        w_pq = self.w.transpose(2, 3, 0, 1).reshape(kh * kw, k, c)      # W_pq^T: (K, C) per offset
         dxpad = xp.empty((n, hp, wp, c), dtype=g.dtype)
         chunks = _chunks(n, g.itemsize * ho * wo * kh * kw * c)
-        buf = xp.empty((chunks[0][1] - chunks[0][0], ho, wo, kh, kw, c), dtype=g.dtype)
+        buf = xp.empty(kh * kw * (chunks[0][1] - chunks[0][0]) * ho * wo * c, dtype=g.dtype)
         for s, e in chunks:
-            col = buf[:e - s]
-            xp.matmul(xp.ascontiguousarray(g[s:e]).reshape(-1, k), wmat_t, out=col.reshape(-1, kh * kw * c))
-            col2im(col, None, self.kernel, self.stride, self.dilation, self.out_hw, out=dxpad[s:e])
+            dcol = buf[:kh * kw * (e - s) * ho * wo * c].reshape(kh * kw, (e - s) * ho * wo, c)
+            xp.matmul(xp.ascontiguousarray(g[s:e]).reshape(1, -1, k), w_pq, out=dcol)
+            col2im(dcol.reshape(kh, kw, e - s, ho, wo, c), None, self.kernel, self.stride, self.dilation,
+                   self.out_hw, out=dxpad[s:e])
         return dxpad[:, t:t + h, l:l + w]
 
 
