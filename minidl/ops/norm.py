@@ -6,30 +6,13 @@ mode normalises with given running statistics.  Both have closed-form backwards.
 """
 from minidl import backend
 from minidl.autograd import Function
+from minidl.ops.reduce import channel_dot, channel_sum
 
 
 def _layout(x, what):
     if x.ndim < 2:
         raise ValueError(f"{what} expects input of shape (N, C) or (N, C, ...), got {tuple(x.shape)}")
     return (1, x.shape[1]) + (1,) * (x.ndim - 2)  # the shape of per-channel values broadcast against x
-
-
-def _channel_subscripts(ndim):
-    return "nc" + "abdefghijklm"[:ndim - 2]
-
-
-def channel_sum(a):
-    """sum of a over every axis but the channel axis 1, by one einsum (4x faster than a.sum(axes) on
-    channels-last memory: 0.36 ms against 1.4 ms for (64, 32, 32, 32))."""
-    s = _channel_subscripts(a.ndim)
-    return backend.get_array_module(a).einsum(f"{s}->c", a)
-
-
-def channel_dot(a, b):
-    """sum of a * b over every axis but the channel axis 1: one einsum, with no a * b temporary (14x
-    faster than (a * b).sum(axes) on channels-last memory, 0.6 ms against 11 ms for (128, 64, 16, 16))."""
-    s = _channel_subscripts(a.ndim)
-    return backend.get_array_module(a).einsum(f"{s},{s}->c", a, b)
 
 
 def _check_channel_vectors(x, what, **vectors):
