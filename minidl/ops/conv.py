@@ -188,8 +188,9 @@ class Columns:
             colt = self.buf[:(e - s) * ho * wo * self.features].reshape(self.c, kh, kw, e - s, ho, wo)
             for p in range(kh):
                 for q in range(kw):
-                    plane = self.xpad[s:e, :, d1 * p:d1 * p + s1 * (ho - 1) + 1:s1, d2 * q:d2 * q + s2 * (wo - 1) + 1:s2]
-                    colt[:, p, q] = plane.transpose(1, 0, 2, 3)
+                    i = slice(d1 * p, d1 * p + s1 * (ho - 1) + 1, s1)
+                    j = slice(d2 * q, d2 * q + s2 * (wo - 1) + 1, s2)
+                    colt[:, p, q] = self.xpad[s:e, :, i, j].transpose(1, 0, 2, 3)
             yield s, e, colt.reshape(self.features, -1).T
 
     def weight_matrix(self, w):
@@ -312,9 +313,9 @@ class Conv2d(Function):
         """dx = conv(pad(gy, full), flip(w) with in/out channels swapped) for stride 1: one strided copy and
         one GEMM per chunk, with N H W rows (the input's size, not the output's)."""
         k, c, kh, kw = self.w.shape
-        _, h, w, _ = self.x_nhwc_shape
+        _, h, wd, _ = self.x_nhwc_shape
         wflip = self.w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(kh * kw * k, c)
-        return conv_gemm(Columns(pad_nhwc(g, full), self.kernel, (1, 1), self.dilation, (h, w)), wflip)
+        return conv_gemm(Columns(pad_nhwc(g, full), self.kernel, (1, 1), self.dilation, (h, wd)), wflip)
 
     def _input_grad_col2im(self, g):
         """dcol = gy @ W^T, chunk by chunk, summed back into dx by col2im (kh kw strided additions).  dcol is
@@ -323,7 +324,7 @@ class Conv2d(Function):
         runs of C elements out of (N Ho Wo, kh kw C) rows)."""
         xp = backend.get_array_module(g)
         k, c, kh, kw = self.w.shape
-        n, h, w, _ = self.x_nhwc_shape
+        n, h, wd, _ = self.x_nhwc_shape
         t, l, (ho, wo) = self.pads[0], self.pads[2], self.out_hw
         hp, wp = self.xpad.shape[2:4] if self.planes else self.xpad.shape[1:3]
         w_pq = self.w.transpose(2, 3, 0, 1).reshape(kh * kw, k, c)      # W_pq^T: (K, C) per offset
@@ -335,7 +336,7 @@ class Conv2d(Function):
             xp.matmul(xp.ascontiguousarray(g[s:e]).reshape(1, -1, k), w_pq, out=dcol)
             col2im(dcol.reshape(kh, kw, e - s, ho, wo, c), None, self.kernel, self.stride, self.dilation,
                    self.out_hw, out=dxpad[s:e])
-        return dxpad[:, t:t + h, l:l + w]
+        return dxpad[:, t:t + h, l:l + wd]
 
 
 def _check_shapes(x, w, b):

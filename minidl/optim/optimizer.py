@@ -9,8 +9,6 @@ whose array may be shared with other tensors.
 """
 from __future__ import annotations
 
-import numpy
-
 from minidl import backend
 from minidl.autograd import Tensor, enable_grad
 
@@ -184,7 +182,7 @@ def chunks(*arrays):
     cost more than it saves) come whole, as one chunk.
     """
     live = [a for a in arrays if a is not None]
-    if live[0].size <= CHUNK or not all(isinstance(a, numpy.ndarray) and a.flags.c_contiguous for a in live):
+    if live[0].size <= CHUNK or not all(backend.device_of(a) == "cpu" and a.flags.c_contiguous for a in live):
         yield arrays
         return
     flat = [None if a is None else a.reshape(-1) for a in arrays]
