@@ -300,12 +300,11 @@ class Conv2d(Function):
 
     def _input_grad(self, g):
         """dx in NHWC (unpadded): the full correlation where it applies and costs little more, else col2im."""
-        k, c, kh, kw = self.w.shape
+        _, h, wd, _ = self.x_nhwc_shape
+        kh, kw = self.kernel
         (d1, d2), (t, bt, l, r), (ho, wo) = self.dilation, self.pads, self.out_hw
         full = (d1 * (kh - 1) - t, d1 * (kh - 1) - bt, d2 * (kw - 1) - l, d2 * (kw - 1) - r)
-        hp, wp = self.xpad.shape[2:4] if self.planes else self.xpad.shape[1:3]
-        if (self.stride == (1, 1) and min(full) >= 0
-                and (hp - t - bt) * (wp - l - r) <= FULL_CORRELATION_MAX_RATIO * ho * wo):
+        if self.stride == (1, 1) and min(full) >= 0 and h * wd <= FULL_CORRELATION_MAX_RATIO * ho * wo:
             return self._input_grad_full(g, full)
         return self._input_grad_col2im(g)
 
@@ -325,10 +324,9 @@ class Conv2d(Function):
         xp = backend.get_array_module(g)
         k, c, kh, kw = self.w.shape
         n, h, wd, _ = self.x_nhwc_shape
-        t, l, (ho, wo) = self.pads[0], self.pads[2], self.out_hw
-        hp, wp = self.xpad.shape[2:4] if self.planes else self.xpad.shape[1:3]
+        (t, bt, l, r), (ho, wo) = self.pads, self.out_hw
         w_pq = self.w.transpose(2, 3, 0, 1).reshape(kh * kw, k, c)      # W_pq^T: (K, C) per offset
-        dxpad = xp.empty((n, hp, wp, c), dtype=g.dtype)
+        dxpad = xp.empty((n, t + h + bt, l + wd + r, c), dtype=g.dtype)
         chunks = _chunks(n, g.itemsize * ho * wo * kh * kw * c)
         buf = xp.empty(kh * kw * (chunks[0][1] - chunks[0][0]) * ho * wo * c, dtype=g.dtype)
         for s, e in chunks:
