@@ -352,6 +352,7 @@ def machine():
     info["blas"] = f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
     info["OPENBLAS_CORETYPE"] = os.environ.get("OPENBLAS_CORETYPE")
     info["blas_kernels"] = openblas_core()
+    info["host_allocator"] = backend.host_allocator   # minidl's malloc thresholds hold for PyTorch's runs too
     if torch is not None:
         info["torch"] = torch.__version__
         info["torch_threads"] = torch.get_num_threads()
@@ -388,7 +389,9 @@ def main(argv=None):
     info = machine()
     impl = minidl_namespace()[2]
     print(f"minidl layers from {impl}; device {device}; {info.get('cpu', '?')}, {info['cpus']} CPUs, "
-          f"BLAS {info['blas']} ({info['blas_kernels'] or 'kernels unknown'} kernels)"
+          f"BLAS {info['blas']} ({info['blas_kernels'] or 'kernels unknown'} kernels); malloc "
+          + ("thresholds set by minidl for both frameworks" if isinstance(info["host_allocator"], dict)
+             else str(info["host_allocator"]))
           + (f"; torch {info['torch']} with {info['torch_threads']} threads" if use_torch else ""))
     results = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": device, "machine": info,
                "command": "python -m benchmarks.throughput " + " ".join(sys.argv[1:] if argv is None else argv),

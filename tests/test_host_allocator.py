@@ -1,0 +1,65 @@
+"""minidl's glibc malloc thresholds (minidl/backend.py, "host memory"): set at import, off on request, and
+what they are for: freed blocks stay with the process, so the next step's blocks take no page faults.
+Each case runs in a fresh interpreter, since the setting is process-wide and made once at import."""
+import json
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+needs_glibc = pytest.mark.skipif(not GLIBC, reason="the malloc thresholds are set only with glibc on Linux")
+
+# Eight 20 MB arrays live at once, then freed together, three times over (a training step's pattern in
+# small); prints the minor page faults of the third round and what minidl did to the allocator.
+PATTERN = """
+import json, resource, numpy as np, minidl
+def step():
+    blocks = [np.ones(5 * 2**20, np.float32) for _ in range(8)]
+    del blocks
+step(); step()
+f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+step()
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+print(json.dumps({"faults": faults, "allocator": minidl.backend.host_allocator}))
+"""
+
+
+def run_child(**env_extra):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "MINIDL_MALLOC")}
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env["NUMPY_MADVISE_HUGEPAGE"] = "0"   # count 4 KB pages, not the odd transparent huge page
+    env.update(env_extra)
+    res = subprocess.run([sys.executable, "-c", PATTERN], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+@needs_glibc
+def test_thresholds_are_set_at_import_and_keep_freed_blocks():
+    from minidl import backend
+    ours = run_child()
+    assert ours["allocator"] == {"mmap_threshold": backend.MMAP_THRESHOLD, "trim_threshold": backend.TRIM_THRESHOLD}
+    system = run_child(MINIDL_MALLOC="system")
+    assert system["allocator"] == "left alone: MINIDL_MALLOC=system"
+    # glibc's defaults hand the 160 MB back and fault it in again (40960 pages); minidl's keep it
+    assert system["faults"] > 10000, system
+    assert ours["faults"] < 0.05 * system["faults"], (ours, system)
+
+
+@needs_glibc
+def test_glibc_variables_set_by_the_user_are_respected():
+    out = run_child(MALLOC_TRIM_THRESHOLD_="131072")
+    assert out["allocator"] == "left alone: MALLOC_TRIM_THRESHOLD_ set in the environment"
+    out = run_child(GLIBC_TUNABLES="glibc.malloc.trim_threshold=131072")
+    assert out["allocator"] == "left alone: GLIBC_TUNABLES set in the environment"
+
+
+@pytest.mark.skipif(GLIBC, reason="checks the other C libraries; this one is glibc on Linux")
+def test_other_c_libraries_are_left_alone():
+    from minidl import backend
+    assert isinstance(backend.host_allocator, str) and backend.host_allocator.startswith("left alone")
