@@ -43,9 +43,9 @@ def test_conv_cases_through_both_column_layouts(case, planes_max, full_ratio, mo
     monkeypatch.setattr(conv_mod, "FULL_CORRELATION_MAX_RATIO", full_ratio)
 
     class Recording(conv_mod.Columns):
-        def __init__(self, xpad, *args):
-            seen.append((xpad.ndim, args[-1] if len(args) == 5 else False))
-            super().__init__(xpad, *args)
+        def __init__(self, xpad, kernel, stride, dilation, out_hw, planes=False, ones=False):
+            seen.append((xpad.ndim, planes))
+            super().__init__(xpad, kernel, stride, dilation, out_hw, planes, ones)
 
     monkeypatch.setattr(conv_mod, "PLANES_MAX_CHANNELS", planes_max)
     monkeypatch.setattr(conv_mod, "Columns", Recording)
@@ -196,3 +196,34 @@ def test_col2im_is_the_adjoint_of_im2col():
     c = rng.standard_normal(col.shape)
     back = col2im(c.reshape(2, 4, 6, 3, 2, 3).transpose(3, 4, 0, 1, 2, 5), x.shape, kernel, stride, dilation, out_hw)
     assert np.isclose((col * c).sum(), (x * back).sum())
+
+
+@pytest.mark.parametrize("channels", [2, 6], ids=["planes", "nhwc"])
+def test_conv_bias_gradient_with_and_without_the_weight_gradient(channels):
+    """db comes out of the weight-gradient GEMM (the column of ones) when dW is wanted, from a sum over gy
+    when only db is; dW is the same with and without a bias to fold in."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, channels, 7, 6))
+    w = rng.standard_normal((4, channels, 3, 3))
+    b = rng.standard_normal(4)
+    gy = rng.standard_normal((3, 4, 5, 4))
+
+    def grads(w_grad, b_grad, with_bias=True):
+        wt = minidl.tensor(w, requires_grad=w_grad)
+        bt = minidl.tensor(b, requires_grad=b_grad)
+        y = minidl.nn.functional.conv2d(minidl.tensor(x), wt, bt if with_bias else None)
+        (y * minidl.tensor(gy)).sum().backward()
+        return wt.grad, bt.grad
+
+    expected_db = gy.sum(axis=(0, 2, 3))
+    expected_dw = np.einsum("nkij,ncpqij->kcpq", gy, np.lib.stride_tricks.sliding_window_view(x, (5, 4), (2, 3)))
+    dw, db = grads(True, True)
+    np.testing.assert_allclose(db.numpy(), expected_db, rtol=1e-12)
+    np.testing.assert_allclose(dw.numpy(), expected_dw, rtol=1e-12)
+    dw_only, none = grads(True, False)
+    assert none is None
+    np.testing.assert_allclose(dw_only.numpy(), expected_dw, rtol=1e-12)
+    none, db_only = grads(False, True)
+    assert none is None
+    np.testing.assert_allclose(db_only.numpy(), expected_db, rtol=1e-12)
+    np.testing.assert_allclose(grads(True, False, with_bias=False)[0].numpy(), expected_dw, rtol=1e-12)
