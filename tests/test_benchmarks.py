@@ -39,11 +39,14 @@ def test_conv_chunks_runs_and_restores_the_chunk_size(capsys, monkeypatch):
     from benchmarks import conv_chunks
     import minidl.ops.conv as conv
     monkeypatch.setattr(conv_chunks, "LAYERS", [(2, 6, 6, 3, 4, 1)])
-    before = conv.CHUNK_BYTES
+    monkeypatch.setattr(conv_chunks, "FIRST_LAYERS", [(2, 3, 7, 4, 3, 1)])
+    before = conv.CHUNK_BYTES, conv.KEEP_COLUMNS_BYTES
     conv_chunks.main(["--runs", "1", "--sizes", "0.001", "1"])
     out = capsys.readouterr().out
-    assert conv.CHUNK_BYTES == before
-    assert "(2, 6, 6, 3, 4, 1)" in out and out.strip().splitlines()[-1].startswith("sum".rjust(26))
+    assert (conv.CHUNK_BYTES, conv.KEEP_COLUMNS_BYTES) == before
+    lines = out.strip().splitlines()
+    assert "(2, 6, 6, 3, 4, 1)" in out and any(line.startswith("sum".rjust(26)) for line in lines)
+    assert lines[-1].startswith(str((2, 3, 7, 4, 3, 1)).rjust(26))
 
 
 def test_conv_input_grad_benchmark_runs_and_both_ways_agree(capsys, monkeypatch):

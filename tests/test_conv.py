@@ -31,28 +31,35 @@ def test_case_forward_and_gradcheck(case, device):
     assert minidl.gradcheck(case.fn, _tensors(arrays, np.float64, device), **case.check)
 
 
+@pytest.mark.parametrize("keep", [2**30, 0], ids=["kept", "rebuilt"])
 @pytest.mark.parametrize("planes_max,full_ratio", [(4, 10.0), (0, 10.0), (0, 0.0)],
                          ids=["planes-full", "nhwc-full", "nhwc-col2im"])
 @pytest.mark.parametrize("case", [c for c in CASES if c.op == "conv2d"], ids=lambda c: c.name)
-def test_conv_cases_through_both_column_layouts(case, planes_max, full_ratio, monkeypatch):
+def test_conv_cases_through_both_column_layouts(case, planes_max, full_ratio, keep, monkeypatch):
     """The cases' inputs are NCHW arrays with 2-4 channels, which conv2d reads as planes (the input image's
     path); with PLANES_MAX_CHANNELS = 0 the same cases go through the NHWC columns of every later layer.
-    FULL_CORRELATION_MAX_RATIO 10 takes the full correlation for dx wherever the stride allows, 0 never."""
+    FULL_CORRELATION_MAX_RATIO 10 takes the full correlation for dx wherever the stride allows, 0 never;
+    KEEP_COLUMNS_BYTES 0 rebuilds the forward's columns in backward, 2**30 keeps them."""
     from minidl.ops import conv as conv_mod
     seen = []
     monkeypatch.setattr(conv_mod, "FULL_CORRELATION_MAX_RATIO", full_ratio)
+    monkeypatch.setattr(conv_mod, "KEEP_COLUMNS_BYTES", keep)
 
     class Recording(conv_mod.Columns):
-        def __init__(self, xpad, kernel, stride, dilation, out_hw, planes=False, ones=False):
-            seen.append((xpad.ndim, planes))
-            super().__init__(xpad, kernel, stride, dilation, out_hw, planes, ones)
+        def __init__(self, xpad, kernel, stride, dilation, out_hw, planes=False, ones=False, keep=False):
+            seen.append((id(xpad), planes, keep))
+            super().__init__(xpad, kernel, stride, dilation, out_hw, planes, ones, keep)
 
     monkeypatch.setattr(conv_mod, "PLANES_MAX_CHANNELS", planes_max)
     monkeypatch.setattr(conv_mod, "Columns", Recording)
     arrays = case.inputs(np.random.default_rng(0))
     out = case.fn(*_tensors(arrays, np.float64, "cpu"))
     np.testing.assert_allclose(out.numpy(), case.ref(*arrays), rtol=1e-10, atol=1e-10)
-    assert seen[0][1] is (planes_max > 0)
+    assert len(seen) == 1 and seen[0][1] is (planes_max > 0)
+    out.sum().backward()
+    # the weight gradient rebuilds the forward's columns (same padded input) only when they were not kept
+    rebuilt = [s for s in seen[1:] if s[0] == seen[0][0]]
+    assert len(rebuilt) == (1 if keep == 0 else 0)
     assert minidl.gradcheck(case.fn, _tensors(arrays, np.float64, "cpu"), **case.check)
 
 
@@ -181,6 +188,7 @@ def test_chunked_path_matches_reference_across_chunks(monkeypatch, kw, planes_ma
 
     whole = run()
     monkeypatch.setattr(conv_mod, "CHUNK_BYTES", 1)  # one image per chunk in every im2col loop
+    monkeypatch.setattr(conv_mod, "KEEP_COLUMNS_BYTES", 0)  # and the forward's columns rebuilt in backward
     assert conv_mod._chunks(3, 100) == [(0, 1), (1, 2), (2, 3)]
     for a, e in zip(run(), whole):
         np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-12)

@@ -129,6 +129,11 @@ CHUNK_BYTES = 4 * 2**20
 # (1.15) 0.92-0.98x; on A's 14x14 and 12x12 layers (1.36, 1.44) col2im took 0.67-0.88x the full's, on the
 # MNIST CNN's 5x5 layer (2.25) 0.49x.
 FULL_CORRELATION_MAX_RATIO = 1.25
+# A forward's columns of at most this many bytes are built whole and kept for the backward instead of
+# rebuilt there: the first layers (input image, 25-27 columns), whose columns are many times their small
+# input but few MB.  `python -m benchmarks.conv_chunks` (second table) times forward + backward of the first
+# layers of nets A, D and B kept and rebuilt: kept took 0.77-0.83x the time at batch 64, 0.81-0.91x at 128.
+KEEP_COLUMNS_BYTES = 16 * 2**20
 # Inputs with at most this many channels and NCHW memory (images) are read as planes (see Columns).
 PLANES_MAX_CHANNELS = 4
 
@@ -163,12 +168,15 @@ class Columns:
       cost).  With C = 1 or 3 the NHWC copy would move runs of only 5-9 elements: this is 4x faster for
       the MNIST CNN's first layer (0.25 against 0.96 ms at batch 64).
 
+    ``keep=True`` (the forward's columns): where the whole matrix takes at most KEEP_COLUMNS_BYTES it is
+    built in one chunk and kept, so that iterating again (the backward's weight gradient) rebuilds nothing.
+
     The column of ones folds the bias into the GEMMs:  [col, 1] @ [W; b] = col @ W + b  and
     [col, 1]^T @ gy = [dW; db], so neither y += b nor the bias gradient's sum takes a pass of its own over
     y or gy (rows of only K elements, slow to broadcast over: 0.5 of the MNIST CNN's first layer's 1.9 ms).
     """
 
-    def __init__(self, xpad, kernel, stride, dilation, out_hw, planes=False, ones=False):
+    def __init__(self, xpad, kernel, stride, dilation, out_hw, planes=False, ones=False, keep=False):
         self.xp = backend.get_array_module(xpad)
         self.xpad, self.kernel, self.stride, self.dilation, self.out_hw = xpad, kernel, stride, dilation, out_hw
         self.planes, self.ones = planes, ones
@@ -176,7 +184,10 @@ class Columns:
         (kh, kw), (ho, wo) = kernel, out_hw
         self.features = kh * kw * self.c
         self.width = self.features + ones           # columns of col
-        self.ranges = _chunks(n, xpad.itemsize * ho * wo * self.width)
+        row_bytes = xpad.itemsize * ho * wo * self.width
+        self.keep = keep and n * row_bytes <= KEEP_COLUMNS_BYTES
+        self.ranges = [(0, n)] if self.keep else _chunks(n, row_bytes)
+        self.built = None
         step = self.ranges[0][1] - self.ranges[0][0]
         self.buf = self.xp.empty(step * ho * wo * self.width, dtype=xpad.dtype)
         if not planes:
@@ -185,6 +196,9 @@ class Columns:
     def __iter__(self):
         (kh, kw), (s1, s2), (d1, d2), (ho, wo) = self.kernel, self.stride, self.dilation, self.out_hw
         f = self.features
+        if self.built is not None:
+            yield 0, self.xpad.shape[0], self.built
+            return
         for s, e in self.ranges:
             rows = (e - s) * ho * wo
             if not self.planes:
@@ -192,6 +206,8 @@ class Columns:
                 col[:, :f].reshape((e - s,) + self.win.shape[1:])[...] = self.win[s:e]
                 if self.ones:
                     col[:, f] = 1
+                if self.keep:
+                    self.built = col
                 yield s, e, col
                 continue
             colt = self.buf[:rows * self.width].reshape(self.width, rows)
@@ -203,6 +219,8 @@ class Columns:
                     planes[:, p, q] = self.xpad[s:e, :, i, j].transpose(1, 0, 2, 3)
             if self.ones:
                 colt[f] = 1
+            if self.keep:
+                self.built = colt.T
             yield s, e, colt.T
 
     def weight_matrix(self, w, b=None):
@@ -252,7 +270,7 @@ class Conv2d(Function):
 
     Fast path (same math): im2col and GEMM run over chunks of images (``Columns``, ``conv_gemm``), and backward
     rebuilds each chunk's columns from the saved padded input instead of keeping col (kh kw times the
-    input) alive; b and db ride in the GEMMs on a column of ones (``Columns``).  For stride 1, dx is itself a convolution, the full correlation of gy with the flipped
+    input) alive, except where col is small (KEEP_COLUMNS_BYTES: the first layers); b and db ride in the GEMMs on a column of ones (``Columns``).  For stride 1, dx is itself a convolution, the full correlation of gy with the flipped
     kernel:  dx = conv(pad(gy, d (k - 1) - pad), flip(w) with in/out channels swapped),  which needs one
     strided copy and one GEMM per chunk instead of a GEMM that writes col plus kh kw strided additions;
     it is taken where the input has at most FULL_CORRELATION_MAX_RATIO times the output's pixels."""
@@ -273,9 +291,10 @@ class Conv2d(Function):
         # the input image (NCHW memory, few channels) is read as planes, every other input as NHWC
         planes = x.shape[1] <= PLANES_MAX_CHANNELS and x.flags.c_contiguous
         xpad = pad_nchw(x, self.pads) if planes else pad_nhwc(x.transpose(0, 2, 3, 1), self.pads)
-        cols = Columns(xpad, self.kernel, self.stride, self.dilation, self.out_hw, planes, ones=b is not None)
+        cols = Columns(xpad, self.kernel, self.stride, self.dilation, self.out_hw, planes, b is not None, keep=True)
         y = conv_gemm(cols, cols.weight_matrix(w, b))
         self.xpad, self.planes, self.w, self.has_bias = xpad, planes, w, b is not None
+        self.cols = cols if cols.keep else None
         self.x_nhwc_shape = (x.shape[0], x.shape[2], x.shape[3], x.shape[1])
         return y.transpose(0, 3, 1, 2)
 
@@ -302,11 +321,13 @@ class Conv2d(Function):
         g = gy.transpose(0, 2, 3, 1)  # NHWC; contiguous when gy kept conv's layout
         gb = gw = gx = None
         need_gb = self.has_bias and self.needs_input_grad[2]
-        if self.needs_input_grad[1]:  # db comes with dW from the column of ones
-            cols = Columns(self.xpad, self.kernel, self.stride, self.dilation, self.out_hw, self.planes, need_gb)
+        if self.needs_input_grad[1]:  # with the column of ones, db comes out of the same GEMM as dW
+            cols = self.cols if self.cols is not None else Columns(
+                self.xpad, self.kernel, self.stride, self.dilation, self.out_hw, self.planes, need_gb)
             gw = cols.weight_grad(conv_weight_grad(cols, g))
-            if need_gb:
-                gw, gb = gw
+            if cols.ones:
+                gw, db = gw
+                gb = db if need_gb else None
         elif need_gb:
             gb = channel_sum(gy)      # einsum: 4x faster than g.sum(axis=(0, 1, 2)) on (64, 30, 30, 32)
         if self.needs_input_grad[0]:
