@@ -150,16 +150,34 @@ def _timed(fn, steps, sync):
     return time.perf_counter() - t
 
 
+# Pause before each timed run, so that the other framework's idle threads have gone to sleep: OpenBLAS's
+# workers spin for about 0.1 s after a GEMM (its thread timeout, 2^28 cycles) before they sleep, and on two
+# cores they slowed the PyTorch run that came right after minidl's; minidl's own figures did not move.
+# `python -m benchmarks.throughput --nets B A --no-memory --settle 0` against the default, one after the
+# other on the quiet machine (2026-11-23): PyTorch 10235 / 12476 / 18829 img/s (B train b64, b128, infer)
+# and 1359 / 1403 / 3213 (A) without the pause, 14063 / 16549 / 36095 and 1657 / 1766 / 4429 with it;
+# minidl 8986 / 8937 / 35359 and 784 / 820 / 2692 against 9202 / 9165 / 34674 and 762 / 813 / 2689.
+# Ratios measured without it (benchmarks/results runs 1-9) favoured minidl: B 0.88 / 0.72 against 0.65 /
+# 0.55, A 0.58 / 0.58 against 0.46 / 0.46 in these two runs.
+SETTLE_S = 0.25
+
+
+def settle():
+    time.sleep(SETTLE_S)
+
+
 def measure(runners, fn_of, batch, runs, warmup, min_run_s=0.3):
-    """Median img/s of each runner; the runners' timed runs alternate."""
+    """Median img/s of each runner; the runners' timed runs alternate, each after a pause (``SETTLE_S``)."""
     steps = {}
     for r in runners:
         fn = fn_of(r)
+        settle()
         t = min(_timed(fn, 1, r.sync) for _ in range(warmup))
         steps[r.name] = max(1, math.ceil(min_run_s / max(t, 1e-6)))
     times = collections.defaultdict(list)
     for _ in range(runs):
         for r in runners:
+            settle()
             times[r.name].append(_timed(fn_of(r), steps[r.name], r.sync) / steps[r.name])
     return {name: batch / statistics.median(ts) for name, ts in times.items()}
 
@@ -231,6 +249,7 @@ def profile_minidl(runner, steps=7):
     labels = [f"{i:2d} {type(m).__name__}" for i, m in enumerate(layers)]
     other = collections.defaultdict(float)
     Function.__call__ = call
+    settle()
     try:
         runner.train_step()  # warm-up
         hist = []
@@ -270,6 +289,7 @@ def profile_torch(runner, steps=7):
     handles = [m.register_full_backward_pre_hook(lambda mod, g, i=i: stamps.__setitem__(i, time.perf_counter()))
                for i, m in enumerate(layers)]
     other = collections.defaultdict(float)
+    settle()
     try:
         runner.train_step()
         hist = []
@@ -362,6 +382,7 @@ def machine():
 
 
 def main(argv=None):
+    global SETTLE_S
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cpu")
     p.add_argument("--nets", nargs="+", default=["A", "B", "C", "D"])
@@ -372,10 +393,13 @@ def main(argv=None):
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--profile", action="store_true", help="print a per-layer forward/backward breakdown")
+    p.add_argument("--settle", type=float, default=SETTLE_S,
+                   help=f"seconds of pause before each timed run (default {SETTLE_S}; see SETTLE_S)")
     p.add_argument("--json", default=None, help="results file (default benchmarks/results/<date>-<device>.json)")
     p.add_argument("--_memory", nargs=3, metavar=("NET", "BATCH", "FRAMEWORK"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     device = backend.check_device(args.device)
+    SETTLE_S = args.settle
     if args._memory:
         net, batch, fw = args._memory
         return _memory_child(net, int(batch), fw, device)
@@ -395,7 +419,7 @@ def main(argv=None):
           + (f"; torch {info['torch']} with {info['torch_threads']} threads" if use_torch else ""))
     results = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": device, "machine": info,
                "command": "python -m benchmarks.throughput " + " ".join(sys.argv[1:] if argv is None else argv),
-               "minidl_layers": impl, "runs": args.runs, "nets": {}}
+               "minidl_layers": impl, "runs": args.runs, "settle_s": SETTLE_S, "nets": {}}
     print(f"\n{'net':<4}{'what':<16}{'minidl img/s':>14}{'torch img/s':>13}{'ratio':>8}")
     for net in args.nets:
         entry = results["nets"][net] = {}

@@ -56,3 +56,24 @@ def test_conv_input_grad_benchmark_runs_and_both_ways_agree(capsys, monkeypatch)
     conv_input_grad.main(["--runs", "1"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-2].split()[-1] == "col2im" and lines[-1].split()[-1] == "full"   # 36/16 > 1.25; 1.0
+
+
+def test_measure_pauses_before_every_timed_run(monkeypatch):
+    """The runners alternate, and each timed run (and each warm-up) starts after a pause, so that the other
+    framework's spinning BLAS threads are asleep by then (throughput.SETTLE_S)."""
+    events = []
+
+    class Runner:
+        def __init__(self, name):
+            self.name = name
+
+        def step(self):
+            events.append(self.name)
+
+        def sync(self):
+            pass
+    monkeypatch.setattr(throughput, "settle", lambda: events.append("pause"))
+    out = throughput.measure([Runner("a"), Runner("b")], lambda r: r.step, batch=8, runs=3, warmup=1,
+                             min_run_s=0.0)
+    assert set(out) == {"a", "b"}
+    assert events == ["pause", "a", "pause", "b"] + ["pause", "a", "pause", "b"] * 3
