@@ -170,11 +170,12 @@ def broadcast_shapes(*shapes) -> tuple:
 # for the CIFAR CNNs at batch 128) and frees them when the graph goes.  glibc's default policy maps blocks
 # above a threshold (128 KB, adapting up to 32 MB) with mmap and trims the heap top once more than twice
 # that threshold is free, so much of a step's memory went back to the kernel at its end and came back in
-# the next step one zeroed 4 KB page fault at a time: 4-14 thousand faults per step.  Blocks up to 32 MB
+# the next step one zeroed 4 KB page fault at a time: 4-16 thousand faults per step.  Blocks up to 32 MB
 # now stay on the heap and the heap is trimmed only above 1 GB free, so the process keeps its peak (which
 # the next step reaches again anyway) and faults ~never.  `python -m benchmarks.host_allocator` (fresh
-# processes with only minidl in them) measured the step at 1.41x the speed of glibc's defaults for net A
-# at batch 64, 1.20x at 128, 1.64x / 1.36x for B, 1.12x / 1.13x for D, 1.0x for C.  Where glibc's own
+# processes with only minidl in them, 2026-11-23) measured the training step at 1.28x / 1.29x the speed of
+# glibc's defaults for net A at batch 64 / 128, 1.65x / 1.46x for B, 1.14x / 1.19x for D, 1.0x for C
+# (its largest blocks, over 32 MB, are mapped afresh either way).  Where glibc's own
 # MALLOC_* variables or GLIBC_TUNABLES are set, or MINIDL_MALLOC=system, the allocator is left alone.
 MMAP_THRESHOLD = 32 * 2**20
 TRIM_THRESHOLD = 2**30

@@ -132,7 +132,8 @@ FULL_CORRELATION_MAX_RATIO = 1.25
 # A forward's columns of at most this many bytes are built whole and kept for the backward instead of
 # rebuilt there: the first layers (input image, 25-27 columns), whose columns are many times their small
 # input but few MB.  `python -m benchmarks.conv_chunks` (second table) times forward + backward of the first
-# layers of nets A, D and B kept and rebuilt: kept took 0.77-0.83x the time at batch 64, 0.81-0.91x at 128.
+# layers of nets A, D and B kept and rebuilt: kept took 0.81-0.89x the time at batch 64, 0.75-0.93x at 128
+# (2026-11-23).  It costs memory: B's peak in a training step at batch 128 went from 24 to 38 MB.
 KEEP_COLUMNS_BYTES = 16 * 2**20
 # Inputs with at most this many channels and NCHW memory (images) are read as planes (see Columns).
 PLANES_MAX_CHANNELS = 4
@@ -270,10 +271,12 @@ class Conv2d(Function):
 
     Fast path (same math): im2col and GEMM run over chunks of images (``Columns``, ``conv_gemm``), and backward
     rebuilds each chunk's columns from the saved padded input instead of keeping col (kh kw times the
-    input) alive, except where col is small (KEEP_COLUMNS_BYTES: the first layers); b and db ride in the GEMMs on a column of ones (``Columns``).  For stride 1, dx is itself a convolution, the full correlation of gy with the flipped
-    kernel:  dx = conv(pad(gy, d (k - 1) - pad), flip(w) with in/out channels swapped),  which needs one
-    strided copy and one GEMM per chunk instead of a GEMM that writes col plus kh kw strided additions;
-    it is taken where the input has at most FULL_CORRELATION_MAX_RATIO times the output's pixels."""
+    input) alive, except where col is small (KEEP_COLUMNS_BYTES: the first layers); b and db ride in the
+    GEMMs on a column of ones (``Columns``).  For stride 1, dx is itself a convolution, the full correlation
+    of gy with the flipped kernel:  dx = conv(pad(gy, d (k - 1) - pad), flip(w) with in/out channels
+    swapped),  which needs one strided copy and one GEMM per chunk instead of a GEMM that writes col plus
+    kh kw strided additions; it is taken where the input has at most FULL_CORRELATION_MAX_RATIO times the
+    output's pixels."""
     name = "conv2d"
 
     def __init__(self, stride=1, padding=0, dilation=1):
