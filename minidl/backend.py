@@ -176,7 +176,8 @@ def broadcast_shapes(*shapes) -> tuple:
 # processes with only minidl in them, 2026-11-23) measured the training step at 1.28x / 1.29x the speed of
 # glibc's defaults for net A at batch 64 / 128, 1.65x / 1.46x for B, 1.14x / 1.19x for D, 1.0x for C
 # (its largest blocks, over 32 MB, are mapped afresh either way).  Where glibc's own
-# MALLOC_* variables or GLIBC_TUNABLES are set, or MINIDL_MALLOC=system, the allocator is left alone.
+# MALLOC_* variables or GLIBC_TUNABLES are set, or MINIDL_MALLOC=system, the allocator is left alone
+# (MINIDL_MALLOC=minidl, the default, sets the thresholds; any other value is an error).
 MMAP_THRESHOLD = 32 * 2**20
 TRIM_THRESHOLD = 2**30
 host_allocator = None   # what configure_host_allocator did: a dict of the settings, or a sentence why not
@@ -193,7 +194,11 @@ def configure_host_allocator():
 def _set_malloc_thresholds():
     own = [k for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")
            if k in os.environ]
-    if os.environ.get("MINIDL_MALLOC", "") == "system":
+    choice = os.environ.get("MINIDL_MALLOC", "minidl")
+    if choice not in ("minidl", "system"):
+        raise ValueError(f"MINIDL_MALLOC must be 'minidl' (the default: set glibc's malloc thresholds) or "
+                         f"'system' (leave glibc's defaults), got {choice!r}")
+    if choice == "system":
         return "left alone: MINIDL_MALLOC=system"
     if own:
         return f"left alone: {', '.join(own)} set in the environment"

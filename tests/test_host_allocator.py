@@ -28,13 +28,15 @@ print(json.dumps({"faults": faults, "allocator": minidl.backend.host_allocator})
 """
 
 
-def run_child(**env_extra):
+def run_child(expect_ok=True, **env_extra):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "MINIDL_MALLOC")}
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     env["NUMPY_MADVISE_HUGEPAGE"] = "0"   # count 4 KB pages, not the odd transparent huge page
     env.update(env_extra)
     res = subprocess.run([sys.executable, "-c", PATTERN], capture_output=True, text=True, env=env, cwd=ROOT)
+    if not expect_ok:
+        return res
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -57,6 +59,13 @@ def test_glibc_variables_set_by_the_user_are_respected():
     assert out["allocator"] == "left alone: MALLOC_TRIM_THRESHOLD_ set in the environment"
     out = run_child(GLIBC_TUNABLES="glibc.malloc.trim_threshold=131072")
     assert out["allocator"] == "left alone: GLIBC_TUNABLES set in the environment"
+
+
+def test_a_misspelt_choice_is_an_error_at_import():
+    res = run_child(expect_ok=False, MINIDL_MALLOC="off")
+    assert res.returncode != 0
+    assert "MINIDL_MALLOC must be 'minidl'" in res.stderr and "got 'off'" in res.stderr
+    assert run_child(MINIDL_MALLOC="minidl")["allocator"] != "left alone: MINIDL_MALLOC=system"
 
 
 @pytest.mark.skipif(GLIBC, reason="checks the other C libraries; this one is glibc on Linux")
