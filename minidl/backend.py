@@ -180,18 +180,11 @@ def broadcast_shapes(*shapes) -> tuple:
 # (MINIDL_MALLOC=minidl, the default, sets the thresholds; any other value is an error).
 MMAP_THRESHOLD = 32 * 2**20
 TRIM_THRESHOLD = 2**30
-host_allocator = None   # what configure_host_allocator did: a dict of the settings, or a sentence why not
-
-
-def configure_host_allocator():
-    """Set glibc malloc's mmap and trim thresholds (see above); called once when minidl is imported.
-    Sets ``host_allocator`` to the thresholds set, or to a sentence saying why it left them alone."""
-    global host_allocator
-    host_allocator = _set_malloc_thresholds()
-    return host_allocator
 
 
 def _set_malloc_thresholds():
+    """Set glibc malloc's mmap and trim thresholds (see above); returns the thresholds set, or a sentence
+    saying why it left the allocator alone.  Called once, when minidl is imported."""
     own = [k for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")
            if k in os.environ]
     choice = os.environ.get("MINIDL_MALLOC", "minidl")
@@ -214,4 +207,4 @@ def _set_malloc_thresholds():
     return {"mmap_threshold": MMAP_THRESHOLD, "trim_threshold": TRIM_THRESHOLD}
 
 
-configure_host_allocator()
+host_allocator = _set_malloc_thresholds()   # the thresholds set, or why the allocator was left alone
