@@ -77,3 +77,62 @@ def test_measure_pauses_before_every_timed_run(monkeypatch):
                              min_run_s=0.0)
     assert set(out) == {"a", "b"}
     assert events == ["pause", "a", "pause", "b"] + ["pause", "a", "pause", "b"] * 3
+
+
+def test_gemm_bound_lists_the_products_conv2d_and_linear_make(monkeypatch):
+    """benchmarks.gemm_bound's list of one step's GEMMs is the list minidl's ops multiply: run each layer of
+    nets A, B and D forward and backward (small chunks, so that chunking shows) and record every
+    np.matmul call and every chunk of the weight gradient; B's FLOPs are also counted by hand."""
+    from benchmarks import gemm_bound
+    import minidl.ops.conv as conv
+    from minidl.nn import functional as F
+    monkeypatch.setattr(conv, "CHUNK_BYTES", 2**16)
+    monkeypatch.setattr(conv, "KEEP_COLUMNS_BYTES", 2**18)
+    calls = []
+    real_matmul, real_wgrad = np.matmul, conv.conv_weight_grad
+
+    def matmul(a, b, *args, **kwargs):
+        count = b.shape[0] if b.ndim == 3 else 1
+        calls.append((a.shape[-2:], b.shape[-2:], count))
+        return real_matmul(a, b, *args, **kwargs)
+
+    def weight_grad(cols, g):
+        k = g.shape[3]
+        for _, _, col in cols:
+            rows, width = col.shape
+            calls.append(((width, rows), (rows, k), 1) if width >= k else ((k, rows), (rows, width), 1))
+        return real_wgrad(cols, g)
+    monkeypatch.setattr(np, "matmul", matmul)
+    monkeypatch.setattr(conv, "conv_weight_grad", weight_grad)
+    n = 3
+    rng = np.random.default_rng(0)
+    for net in "ABD":
+        for i, layer in enumerate(gemm_bound.layers(net)):
+            if layer[0] != "conv":
+                continue
+            _, cin, k, ks, pad, size = layer
+            x = minidl.Tensor(rng.standard_normal((n, cin, size, size), dtype=np.float32), requires_grad=i > 0)
+            w = minidl.Tensor(rng.standard_normal((k, cin, ks, ks), dtype=np.float32), requires_grad=True)
+            bias = minidl.Tensor(np.zeros(k, np.float32), requires_grad=True)
+            calls.clear()
+            F.conv2d(x, w, bias, padding=pad).sum().backward()
+            listed = [(a, b, c) for a, b, c, _ in gemm_bound._conv_products(n, *layer[1:], first=i == 0)]
+            assert sorted(calls) == sorted(listed), (net, layer)
+            assert len(listed) > 3 or i == 0     # chunked (the first layer's columns are kept whole)
+    # B at batch 8 by hand: conv 1->10 5x5 (24x24 out; y and dW, no dx), conv 10->20 5x5 (8x8 out; y, dW and
+    # dx by col2im: 25 products gy @ W_pq^T), Linear 320->50 and 50->10 (y, dW, dx)
+    flops = 2 * 8 * (24 * 24 * 26 * 10 * 2 + 8 * 8 * 251 * 20 * 2 + 8 * 8 * 20 * 10 * 25
+                     + 320 * 50 * 3 + 50 * 10 * 3)
+    assert sum(2 * a[0] * a[1] * b[1] * c for a, b, c, _ in gemm_bound.products("B", 8)) == flops
+
+
+def test_gemm_bound_runs(monkeypatch, capsys):
+    from benchmarks import gemm_bound
+    monkeypatch.setattr(throughput, "SETTLE_S", 0.0)
+    rows = gemm_bound.main(["--nets", "B", "--batch", "4", "--runs", "1", "--reps", "1"])
+    (row,) = rows
+    # one listed product of B's second conv stands for its 25 col2im offsets
+    assert row["net"] == "B" and row["batch"] == 4 and row["gemms"] == len(gemm_bound.products("B", 4)) + 24
+    assert 0 < row["gemm_ms"] and 0 < row["minidl_ms"]
+    assert (row["torch_ms"] is None) == (throughput.torch is None)
+    assert capsys.readouterr().out.splitlines()[1].split()[:2] == ["B", "4"]

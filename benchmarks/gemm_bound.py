@@ -1,0 +1,143 @@
+"""How fast could minidl's training step be if its matrix products were all it did?
+
+    python -m benchmarks.gemm_bound [--nets A B C D] [--batch 64 128] [--runs 5]
+
+For each reference net of ``benchmarks.throughput`` it lists the GEMMs of one minidl training step,
+following conv2d's own rules (``minidl.ops.conv``: chunks of CHUNK_BYTES, first layers' columns kept
+whole, the input gradient as a full correlation or by col2im) and the Linear layers' three products,
+and times each alone, on random operands that stay hot in the cache, best of ``--reps`` calls.  Their
+sum is set beside minidl's and PyTorch's whole training steps, measured as ``benchmarks.throughput``
+measures them (``measure``: alternating runs of steps, a pause before each, the median of ``--runs``).
+
+``torch/GEMMs`` (PyTorch's step over these GEMMs' time) bounds the ratio that an implementation making
+these products with this BLAS (im2col convolutions, as minidl's) can reach: it charges nothing for the im2col copies, the elementwise layers, the optimizer or operands that
+come cold from memory.  ``minidl-GEMMs`` is what minidl's step spends beyond its GEMMs' hot-cache time;
+``python -m benchmarks.throughput --profile`` splits both frameworks' steps by layer.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+import minidl
+from minidl.ops import conv
+from minidl.ops.arith import gemm
+
+from benchmarks import throughput as tp
+
+
+def layers(net):
+    """The layers of ``net`` that multiply matrices, read off the model ``benchmarks.throughput`` builds, in
+    order: ("conv", C_in, C_out, kernel, padding, input height) (square kernels, padding and maps, stride 1,
+    as in the reference nets) or ("linear", in, out)."""
+    nn = tp.minidl_namespace()[0]
+    model = tp.build(nn, net)
+    model.eval()
+    x = minidl.Tensor(np.zeros((1,) + tp.INPUT[net], dtype=np.float32))
+    out = []
+    with minidl.no_grad():
+        for m in model:
+            if isinstance(m, nn.Conv2d):
+                out.append(("conv", m.in_channels, m.out_channels, m.kernel_size[0], m.padding[0], x.shape[2]))
+            elif isinstance(m, nn.Linear):
+                out.append(("linear", m.in_features, m.out_features))
+            x = m(x)
+    return out
+
+
+def _conv_products(n, cin, k, ks, pad, size, first):
+    """The products of one conv layer's forward, weight gradient and (unless it is the first layer) input
+    gradient, in minidl's chunks (see ``products``)."""
+    out = size + 2 * pad - ks + 1
+    width = ks * ks * cin + 1                                  # im2col features + the column of ones
+    row_bytes = 4 * out * out * width
+    ranges = [(0, n)] if n * row_bytes <= conv.KEEP_COLUMNS_BYTES else conv._chunks(n, row_bytes)
+    prods = []
+    for s, e in ranges:
+        rows = (e - s) * out * out
+        prods += [((rows, width), (width, k), 1, "")]                          # y = col @ W
+        prods += [((width, rows), (rows, k), 1, "a")] if width >= k else [((k, rows), (rows, width), 1, "a")]
+    if first:
+        return prods
+    if size * size <= conv.FULL_CORRELATION_MAX_RATIO * out * out:   # dx = full correlation of gy
+        fw = ks * ks * k
+        for s, e in conv._chunks(n, 4 * size * size * fw):
+            prods.append((((e - s) * size * size, fw), (fw, cin), 1, ""))
+    else:                                                      # dcol = gy @ W_pq^T per offset, then col2im
+        for s, e in conv._chunks(n, 4 * out * out * ks * ks * cin):
+            prods.append((((e - s) * out * out, k), (k, cin), ks * ks, ""))
+    return prods
+
+
+def products(net, n):
+    """Every GEMM of one training step of ``net`` at batch ``n``: [(a shape, b shape, count, transposed)],
+    a @ b taken ``count`` times, with the operands named in ``transposed`` ("a", "b") being transposed
+    views, as minidl passes them (col^T in dW = col^T gy, W^T in y = x W^T)."""
+    prods = []
+    for i, layer in enumerate(layers(net)):
+        if layer[0] == "conv":
+            prods += _conv_products(n, *layer[1:], first=i == 0)
+        else:
+            fin, fout = layer[1:]
+            prods += [((n, fin), (fin, fout), 1, "b"), ((fout, n), (n, fin), 1, "a")]   # y = x W^T, dW = gy^T x
+            if i > 0:
+                prods.append(((n, fout), (fout, fin), 1, ""))                            # dx = gy W
+    return prods
+
+
+def time_product(a_shape, b_shape, transposed, reps):
+    """Best time of ``reps`` calls of arith.gemm (the orientation minidl's Linear and conv products take)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(a_shape[::-1], dtype=np.float32).T if "a" in transposed else \
+        rng.standard_normal(a_shape, dtype=np.float32)
+    b = rng.standard_normal(b_shape[::-1], dtype=np.float32).T if "b" in transposed else \
+        rng.standard_normal(b_shape, dtype=np.float32)
+    gemm(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        gemm(a, b)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--nets", nargs="+", default=["A", "B", "C", "D"])
+    p.add_argument("--batch", nargs="+", type=int, default=[64, 128])
+    p.add_argument("--runs", type=int, default=5, help="timed runs of training steps per framework (median)")
+    p.add_argument("--reps", type=int, default=9, help="calls per GEMM (best)")
+    args = p.parse_args(argv)
+    use_torch = tp.torch is not None
+    print(f"{'net':<4}{'batch':>6}{'GFLOP':>7}{'GEMMs':>6}{'GEMM ms':>9}{'GFLOP/s':>8}{'minidl ms':>10}"
+          f"{'torch ms':>9}{'torch/GEMMs':>12}{'minidl-GEMMs':>13}")
+    rows = []
+    for net in args.nets:
+        for n in args.batch:
+            prods = products(net, n)
+            cache = {}
+            for a, b, c, t in prods:
+                if (a, b, t) not in cache:
+                    cache[a, b, t] = time_product(a, b, t, args.reps)
+            gemm_s = sum(c * cache[a, b, t] for a, b, c, t in prods)
+            gflop = sum(2 * a[0] * a[1] * b[1] * c for a, b, c, _ in prods) / 1e9
+            runners = [tp.MinidlRunner(net, n, "cpu")] + ([tp.TorchRunner(net, n, "cpu")] if use_torch else [])
+            img_s = tp.measure(runners, lambda r: r.train_step, n, args.runs, warmup=2)
+            mine = 1e3 * n / img_s["minidl"]
+            torch_ms = 1e3 * n / img_s["torch"] if use_torch else None
+            row = {"net": net, "batch": n, "gflop": gflop, "gemms": sum(c for _, _, c, _ in prods),
+                   "gemm_ms": 1e3 * gemm_s, "minidl_ms": mine, "torch_ms": torch_ms}
+            rows.append(row)
+            bound = "-" if torch_ms is None else f"{torch_ms / row['gemm_ms']:.2f}"
+            print(f"{net:<4}{n:>6}{gflop:>7.2f}{row['gemms']:>6}{row['gemm_ms']:>9.1f}{gflop / gemm_s:>8.0f}"
+                  f"{mine:>10.1f}{'-' if torch_ms is None else f'{torch_ms:.1f}':>9}{bound:>12}"
+                  f"{mine - row['gemm_ms']:>13.1f}", flush=True)
+    if not use_torch:
+        print("PyTorch is not importable: no torch column")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
