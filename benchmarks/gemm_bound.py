@@ -1,6 +1,6 @@
 """How fast could minidl's training step be if its matrix products were all it did?
 
-    python -m benchmarks.gemm_bound [--nets A B C D] [--batch 64 128] [--runs 5]
+    python -m benchmarks.gemm_bound [--nets A B C D] [--batch 64 128] [--runs 5] [--reps 9]
 
 For each reference net of ``benchmarks.throughput`` it lists the GEMMs of one minidl training step,
 following conv2d's own rules (``minidl.ops.conv``: chunks of CHUNK_BYTES, first layers' columns kept
@@ -10,13 +10,15 @@ sum is set beside minidl's and PyTorch's whole training steps, measured as ``ben
 measures them (``measure``: alternating runs of steps, a pause before each, the median of ``--runs``).
 
 ``torch/GEMMs`` (PyTorch's step over these GEMMs' time) bounds the ratio that an implementation making
-these products with this BLAS (im2col convolutions, as minidl's) can reach: it charges nothing for the im2col copies, the elementwise layers, the optimizer or operands that
-come cold from memory.  ``minidl-GEMMs`` is what minidl's step spends beyond its GEMMs' hot-cache time;
-``python -m benchmarks.throughput --profile`` splits both frameworks' steps by layer.
+these products with this BLAS (im2col convolutions, as minidl's) can reach: it charges nothing for the im2col
+copies, the elementwise layers, the optimizer or operands that come cold from memory.  ``minidl-GEMMs`` is
+what minidl's step spends beyond its GEMMs' hot-cache time; ``python -m benchmarks.throughput --profile``
+splits both frameworks' steps by layer.
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import time
 
 import numpy as np
@@ -26,6 +28,11 @@ from minidl.ops import conv
 from minidl.ops.arith import gemm
 
 from benchmarks import throughput as tp
+
+# a @ b, taken ``count`` times; ``transposed`` names the operands ("a", "b") that minidl passes as transposed
+# views (col^T in dW = col^T gy, W^T in y = x W^T); ``gemm``: through arith.gemm, which takes the tall
+# orientation, as Linear's forward and input gradient do (the other products are a plain a @ b)
+Product = collections.namedtuple("Product", "a b count transposed gemm", defaults=(1, "", False))
 
 
 def layers(net):
@@ -54,51 +61,58 @@ def _conv_products(n, cin, k, ks, pad, size, first):
     width = ks * ks * cin + 1                                  # im2col features + the column of ones
     row_bytes = 4 * out * out * width
     ranges = [(0, n)] if n * row_bytes <= conv.KEEP_COLUMNS_BYTES else conv._chunks(n, row_bytes)
+    # the input image (few channels) is read as planes into a (features, rows) buffer, and col is its transpose
+    planes = first and cin <= conv.PLANES_MAX_CHANNELS
     prods = []
     for s, e in ranges:
         rows = (e - s) * out * out
-        prods += [((rows, width), (width, k), 1, "")]                          # y = col @ W
-        prods += [((width, rows), (rows, k), 1, "a")] if width >= k else [((k, rows), (rows, width), 1, "a")]
+        prods.append(Product((rows, width), (width, k), 1, "a" if planes else ""))        # y = col @ W
+        if width >= k:                                                                     # dW^T = col^T @ gy
+            prods.append(Product((width, rows), (rows, k), 1, "" if planes else "a"))
+        else:                                                                              # dW = gy^T @ col
+            prods.append(Product((k, rows), (rows, width), 1, "ab" if planes else "a"))
     if first:
         return prods
     if size * size <= conv.FULL_CORRELATION_MAX_RATIO * out * out:   # dx = full correlation of gy
         fw = ks * ks * k
         for s, e in conv._chunks(n, 4 * size * size * fw):
-            prods.append((((e - s) * size * size, fw), (fw, cin), 1, ""))
+            prods.append(Product(((e - s) * size * size, fw), (fw, cin)))
     else:                                                      # dcol = gy @ W_pq^T per offset, then col2im
         for s, e in conv._chunks(n, 4 * out * out * ks * ks * cin):
-            prods.append((((e - s) * out * out, k), (k, cin), ks * ks, ""))
+            prods.append(Product(((e - s) * out * out, k), (k, cin), ks * ks))
     return prods
 
 
 def products(net, n):
-    """Every GEMM of one training step of ``net`` at batch ``n``: [(a shape, b shape, count, transposed)],
-    a @ b taken ``count`` times, with the operands named in ``transposed`` ("a", "b") being transposed
-    views, as minidl passes them (col^T in dW = col^T gy, W^T in y = x W^T)."""
+    """Every GEMM of one training step of ``net`` at batch ``n``, as a list of ``Product``."""
     prods = []
     for i, layer in enumerate(layers(net)):
         if layer[0] == "conv":
             prods += _conv_products(n, *layer[1:], first=i == 0)
         else:
             fin, fout = layer[1:]
-            prods += [((n, fin), (fin, fout), 1, "b"), ((fout, n), (n, fin), 1, "a")]   # y = x W^T, dW = gy^T x
+            prods.append(Product((n, fin), (fin, fout), 1, "b", gemm=True))          # y = x W^T
+            prods.append(Product((fout, n), (n, fin), 1, "a"))                       # dW = gy^T x
             if i > 0:
-                prods.append(((n, fout), (fout, fin), 1, ""))                            # dx = gy W
+                prods.append(Product((n, fout), (fout, fin), 1, "", gemm=True))      # dx = gy W
     return prods
 
 
-def time_product(a_shape, b_shape, transposed, reps):
-    """Best time of ``reps`` calls of arith.gemm (the orientation minidl's Linear and conv products take)."""
+def time_product(prod, reps):
+    """Best time of ``reps`` calls of one ``Product`` (once; ``count`` is not applied), on random operands."""
     rng = np.random.default_rng(0)
-    a = rng.standard_normal(a_shape[::-1], dtype=np.float32).T if "a" in transposed else \
-        rng.standard_normal(a_shape, dtype=np.float32)
-    b = rng.standard_normal(b_shape[::-1], dtype=np.float32).T if "b" in transposed else \
-        rng.standard_normal(b_shape, dtype=np.float32)
-    gemm(a, b)
+
+    def operand(shape, name):
+        if name in prod.transposed:
+            return rng.standard_normal(shape[::-1], dtype=np.float32).T
+        return rng.standard_normal(shape, dtype=np.float32)
+    a, b = operand(prod.a, "a"), operand(prod.b, "b")
+    mul = gemm if prod.gemm else np.matmul
+    mul(a, b)
     best = float("inf")
     for _ in range(reps):
         t = time.perf_counter()
-        gemm(a, b)
+        mul(a, b)
         best = min(best, time.perf_counter() - t)
     return best
 
@@ -118,16 +132,17 @@ def main(argv=None):
         for n in args.batch:
             prods = products(net, n)
             cache = {}
-            for a, b, c, t in prods:
-                if (a, b, t) not in cache:
-                    cache[a, b, t] = time_product(a, b, t, args.reps)
-            gemm_s = sum(c * cache[a, b, t] for a, b, c, t in prods)
-            gflop = sum(2 * a[0] * a[1] * b[1] * c for a, b, c, _ in prods) / 1e9
+            for pr in prods:
+                key = pr._replace(count=1)
+                if key not in cache:
+                    cache[key] = time_product(pr, args.reps)
+            gemm_s = sum(pr.count * cache[pr._replace(count=1)] for pr in prods)
+            gflop = sum(2 * pr.a[0] * pr.a[1] * pr.b[1] * pr.count for pr in prods) / 1e9
             runners = [tp.MinidlRunner(net, n, "cpu")] + ([tp.TorchRunner(net, n, "cpu")] if use_torch else [])
             img_s = tp.measure(runners, lambda r: r.train_step, n, args.runs, warmup=2)
             mine = 1e3 * n / img_s["minidl"]
             torch_ms = 1e3 * n / img_s["torch"] if use_torch else None
-            row = {"net": net, "batch": n, "gflop": gflop, "gemms": sum(c for _, _, c, _ in prods),
+            row = {"net": net, "batch": n, "gflop": gflop, "gemms": sum(pr.count for pr in prods),
                    "gemm_ms": 1e3 * gemm_s, "minidl_ms": mine, "torch_ms": torch_ms}
             rows.append(row)
             bound = "-" if torch_ms is None else f"{torch_ms / row['gemm_ms']:.2f}"

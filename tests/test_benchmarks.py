@@ -79,10 +79,11 @@ def test_measure_pauses_before_every_timed_run(monkeypatch):
     assert events == ["pause", "a", "pause", "b"] + ["pause", "a", "pause", "b"] * 3
 
 
-def test_gemm_bound_lists_the_products_conv2d_and_linear_make(monkeypatch):
-    """benchmarks.gemm_bound's list of one step's GEMMs is the list minidl's ops multiply: run each layer of
-    nets A, B and D forward and backward (small chunks, so that chunking shows) and record every
-    np.matmul call and every chunk of the weight gradient; B's FLOPs are also counted by hand."""
+def test_gemm_bound_lists_the_products_the_ops_make(monkeypatch):
+    """benchmarks.gemm_bound's list of one step's GEMMs is what minidl's ops multiply: run each conv layer of
+    nets A, B and D forward and backward (small chunks, so that chunking shows), recording every np.matmul
+    call and every chunk of the weight gradient; the Linear layers' products are checked by B's FLOPs,
+    counted by hand."""
     from benchmarks import gemm_bound
     import minidl.ops.conv as conv
     from minidl.nn import functional as F
@@ -116,14 +117,14 @@ def test_gemm_bound_lists_the_products_conv2d_and_linear_make(monkeypatch):
             bias = minidl.Tensor(np.zeros(k, np.float32), requires_grad=True)
             calls.clear()
             F.conv2d(x, w, bias, padding=pad).sum().backward()
-            listed = [(a, b, c) for a, b, c, _ in gemm_bound._conv_products(n, *layer[1:], first=i == 0)]
+            listed = [(p.a, p.b, p.count) for p in gemm_bound._conv_products(n, *layer[1:], first=i == 0)]
             assert sorted(calls) == sorted(listed), (net, layer)
-            assert len(listed) > 3 or i == 0     # chunked (the first layer's columns are kept whole)
+            assert len(listed) > 3 or i == 0     # the later layers come in several chunks
     # B at batch 8 by hand: conv 1->10 5x5 (24x24 out; y and dW, no dx), conv 10->20 5x5 (8x8 out; y, dW and
     # dx by col2im: 25 products gy @ W_pq^T), Linear 320->50 and 50->10 (y, dW, dx)
     flops = 2 * 8 * (24 * 24 * 26 * 10 * 2 + 8 * 8 * 251 * 20 * 2 + 8 * 8 * 20 * 10 * 25
                      + 320 * 50 * 3 + 50 * 10 * 3)
-    assert sum(2 * a[0] * a[1] * b[1] * c for a, b, c, _ in gemm_bound.products("B", 8)) == flops
+    assert sum(2 * p.a[0] * p.a[1] * p.b[1] * p.count for p in gemm_bound.products("B", 8)) == flops
 
 
 def test_gemm_bound_runs(monkeypatch, capsys):
