@@ -82,8 +82,8 @@ def test_measure_pauses_before_every_timed_run(monkeypatch):
 def test_gemm_bound_lists_the_products_the_ops_make(monkeypatch):
     """benchmarks.gemm_bound's list of one step's GEMMs is what minidl's ops multiply: run each conv layer of
     nets A, B and D forward and backward (small chunks, so that chunking shows), recording every np.matmul
-    call and every chunk of the weight gradient; the Linear layers' products are checked by B's FLOPs,
-    counted by hand."""
+    call and every chunk of the weight gradient; the Linear layers' products are checked by B's and C's
+    FLOPs, counted by hand."""
     from benchmarks import gemm_bound
     import minidl.ops.conv as conv
     from minidl.nn import functional as F
@@ -125,6 +125,9 @@ def test_gemm_bound_lists_the_products_the_ops_make(monkeypatch):
     flops = 2 * 8 * (24 * 24 * 26 * 10 * 2 + 8 * 8 * 251 * 20 * 2 + 8 * 8 * 20 * 10 * 25
                      + 320 * 50 * 3 + 50 * 10 * 3)
     assert sum(2 * p.a[0] * p.a[1] * p.b[1] * p.count for p in gemm_bound.products("B", 8)) == flops
+    # C: the first Linear needs no dx (the input image needs no gradient)
+    flops = 2 * 8 * (3072 * 3072 * 2 + 3072 * 1000 * 3 + 1000 * 10 * 3)
+    assert sum(2 * p.a[0] * p.a[1] * p.b[1] * p.count for p in gemm_bound.products("C", 8)) == flops
 
 
 def test_gemm_bound_runs(monkeypatch, capsys):
