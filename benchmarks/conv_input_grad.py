@@ -46,7 +46,7 @@ def main(argv=None):
                 times[m].append(time.perf_counter() - t0)
         med = {m: 1e3 * statistics.median(v[1:]) for m, v in times.items()}
         ratio = h * h / (y.shape[2] * y.shape[3])
-        picks = "full" if ratio <= conv.FULL_CORRELATION_MAX_RATIO else "col2im"
+        picks = "col2im" if op.full_correlation_pads() is None else "full"
         print(f"{name:>14} {ratio:8.2f} {med['full']:8.2f} {med['col2im']:8.2f}  {picks}")
 
 

@@ -145,15 +145,11 @@ def _chunks(n, row_bytes):
 
 
 def pad_nchw(x, pads):
-    """x (N, C, H, W) with ``pads`` = (top, bottom, left, right) rows/columns of zeros around it (C-contiguous)."""
-    t, b, l, r = pads
-    xp = backend.get_array_module(x)
-    if not any(pads):
-        return xp.ascontiguousarray(x)
+    """x (N, C, H, W) with ``pads`` = (top, bottom, left, right) rows/columns of zeros around it (C-contiguous):
+    ``pad_nhwc`` of its (N C, H, W, 1) view."""
     n, c, h, w = x.shape
-    out = xp.zeros((n, c, h + t + b, w + l + r), dtype=x.dtype)
-    out[:, :, t:t + h, l:l + w] = x
-    return out
+    out = pad_nhwc(x.reshape(n * c, h, w, 1), pads)
+    return out.reshape(n, c, out.shape[1], out.shape[2])
 
 
 class Columns:
@@ -298,13 +294,13 @@ class Conv2d(Function):
         y = conv_gemm(cols, cols.weight_matrix(w, b))
         self.xpad, self.planes, self.w, self.has_bias = xpad, planes, w, b is not None
         self.cols = cols if cols.keep else None
-        self.x_nhwc_shape = (x.shape[0], x.shape[2], x.shape[3], x.shape[1])
         return y.transpose(0, 3, 1, 2)
 
     def geometry(self, x, w, b):
-        """Check the shapes and set ``kernel``, ``pads`` (top, bottom, left, right) and ``out_hw``
-        (shared by the NumPy and the CuPy forward)."""
+        """Check the shapes and set ``kernel``, ``pads`` (top, bottom, left, right), ``out_hw`` and
+        ``x_nhwc_shape`` (shared by the NumPy and the CuPy forward)."""
         _check_shapes(x, w, b)
+        self.x_nhwc_shape = (x.shape[0], x.shape[2], x.shape[3], x.shape[1])
         h, wd = x.shape[2:]
         kh, kw = self.kernel = w.shape[2:]
         self.pads = conv_padding(self.padding, self.kernel, self.dilation, self.stride)
@@ -339,13 +335,20 @@ class Conv2d(Function):
 
     def _input_grad(self, g):
         """dx in NHWC (unpadded): the full correlation where it applies and costs little more, else col2im."""
+        full = self.full_correlation_pads()
+        return self._input_grad_col2im(g) if full is None else self._input_grad_full(g, full)
+
+    def full_correlation_pads(self):
+        """The padding (top, bottom, left, right) of gy whose full correlation with the flipped kernel gives dx,
+        where dx is taken that way: stride 1, pads no wider than the dilated kernel, and an input with at most
+        FULL_CORRELATION_MAX_RATIO times the output's pixels; None where dx goes by col2im."""
         _, h, wd, _ = self.x_nhwc_shape
         kh, kw = self.kernel
         (d1, d2), (t, bt, l, r), (ho, wo) = self.dilation, self.pads, self.out_hw
         full = (d1 * (kh - 1) - t, d1 * (kh - 1) - bt, d2 * (kw - 1) - l, d2 * (kw - 1) - r)
         if self.stride == (1, 1) and min(full) >= 0 and h * wd <= FULL_CORRELATION_MAX_RATIO * ho * wo:
-            return self._input_grad_full(g, full)
-        return self._input_grad_col2im(g)
+            return full
+        return None
 
     def _input_grad_full(self, g, full):
         """dx = conv(pad(gy, full), flip(w) with in/out channels swapped) for stride 1: one strided copy and
