@@ -2,9 +2,9 @@
 
     python -m benchmarks.gemm_bound [--nets A B C D] [--batch 64 128] [--runs 5] [--reps 9]
 
-For each reference net of ``benchmarks.throughput`` it lists the GEMMs of one minidl training step,
-following conv2d's own rules (``minidl.ops.conv``: chunks of CHUNK_BYTES, first layers' columns kept
-whole, the input gradient as a full correlation or by col2im) and the Linear layers' three products,
+For each reference net of ``benchmarks.throughput`` it lists the GEMMs of one minidl training step, as
+conv2d's own code decides them (``minidl.ops.conv``: ``Columns`` chunks, first layers' columns kept whole,
+``Conv2d.full_correlation_pads`` for the input gradient) and the Linear layers' three products,
 and times each alone, on random operands that stay hot in the cache, best of ``--reps`` calls.  Their
 sum is set beside minidl's and PyTorch's whole training steps, measured as ``benchmarks.throughput``
 measures them (``measure``: alternating runs of steps, a pause before each, the median of ``--runs``).
@@ -56,31 +56,41 @@ def layers(net):
 
 def _conv_products(n, cin, k, ks, pad, size, first):
     """The products of one conv layer's forward, weight gradient and (unless it is the first layer) input
-    gradient, in minidl's chunks (see ``products``)."""
-    out = size + 2 * pad - ks + 1
-    width = ks * ks * cin + 1                                  # im2col features + the column of ones
-    row_bytes = 4 * out * out * width
-    ranges = [(0, n)] if n * row_bytes <= conv.KEEP_COLUMNS_BYTES else conv._chunks(n, row_bytes)
+    gradient, in minidl's chunks (see ``products``): conv2d's own ``Columns`` and ``full_correlation_pads``
+    decide them, on empty arrays of the layer's shapes."""
+    op = conv.Conv2d(padding=pad)
+    op.geometry(np.empty((n, cin, size, size), np.float32), np.empty((k, cin, ks, ks), np.float32), None)
     # the input image (few channels) is read as planes into a (features, rows) buffer, and col is its transpose
     planes = first and cin <= conv.PLANES_MAX_CHANNELS
+    hp = size + 2 * pad
+    cols = conv.Columns(np.empty((n, cin, hp, hp) if planes else (n, hp, hp, cin), np.float32), op.kernel,
+                        op.stride, op.dilation, op.out_hw, planes, ones=True, keep=True)
     prods = []
-    for s, e in ranges:
-        rows = (e - s) * out * out
-        prods.append(Product((rows, width), (width, k), 1, "a" if planes else ""))        # y = col @ W
-        if width >= k:                                                                     # dW^T = col^T @ gy
+    for rows, width in _col_shapes(cols):
+        prods.append(Product((rows, width), (width, k), 1, "a" if planes else ""))     # y = col @ W
+        if width >= k:                                                                   # dW^T = col^T @ gy
             prods.append(Product((width, rows), (rows, k), 1, "" if planes else "a"))
-        else:                                                                              # dW = gy^T @ col
+        else:                                                                            # dW = gy^T @ col
             prods.append(Product((k, rows), (rows, width), 1, "ab" if planes else "a"))
     if first:
         return prods
-    if size * size <= conv.FULL_CORRELATION_MAX_RATIO * out * out:   # dx = full correlation of gy
-        fw = ks * ks * k
-        for s, e in conv._chunks(n, 4 * size * size * fw):
-            prods.append(Product(((e - s) * size * size, fw), (fw, cin)))
-    else:                                                      # dcol = gy @ W_pq^T per offset, then col2im
+    full = op.full_correlation_pads()
+    if full is not None:                                      # dx = full correlation of gy
+        t, b, l, r = full
+        gcols = conv.Columns(np.empty((n, size + t + b, size + l + r, k), np.float32), op.kernel, (1, 1),
+                             op.dilation, (size, size))
+        prods += [Product((rows, width), (width, cin)) for rows, width in _col_shapes(gcols)]
+    else:                                                     # dcol = gy @ W_pq^T per offset, then col2im
+        out = op.out_hw[0]
         for s, e in conv._chunks(n, 4 * out * out * ks * ks * cin):
             prods.append(Product(((e - s) * out * out, k), (k, cin), ks * ks))
     return prods
+
+
+def _col_shapes(cols):
+    """The (rows, width) of each chunk of a ``Columns``, without building it."""
+    ho, wo = cols.out_hw
+    return [((e - s) * ho * wo, cols.width) for s, e in cols.ranges]
 
 
 def products(net, n):
