@@ -158,7 +158,7 @@ MAXPOOL_FORWARD = Spec(
     "minidl_maxpool_forward",
     "raw T x, int32 H, int32 W, int32 C, int32 Ho, int32 Wo, int32 kh, int32 kw, "
     "int32 s1, int32 s2, int32 pt, int32 pl, T lowest",
-    "T y, IDX idx",
+    "T y, I idx",
     """
     ptrdiff_t c = i % C;
     ptrdiff_t r = i / C;
@@ -195,7 +195,7 @@ maximum: the first one on ties, and NaN propagating, as the NumPy path (``greate
 
 MAXPOOL_BACKWARD = Spec(
     "minidl_maxpool_backward",
-    "raw T gy, raw IDX idx, int32 H, int32 W, int32 C, int32 Ho, int32 Wo, int32 kh, int32 kw, "
+    "raw T gy, raw I idx, int32 H, int32 W, int32 C, int32 Ho, int32 Wo, int32 kh, int32 kw, "
     "int32 s1, int32 s2, int32 pt, int32 pl",
     "T dx",
     """

@@ -18,7 +18,7 @@ import re
 
 import numpy as np
 
-_TYPE = r"(?:const\s+)?(?:ptrdiff_t|int|long long|size_t|bool|float|double|T|IDX)"
+_TYPE = r"(?:const\s+)?(?:ptrdiff_t|int|long long|size_t|bool|float|double|T|I)"
 _CTYPES = {"int32": np.int32, "int64": np.int64, "uint8": np.uint8, "float32": np.float32, "float64": np.float64,
            "bool": np.bool_}
 
@@ -132,7 +132,7 @@ def parse_params(params: str):
 
 
 def _resolve_types(params, args):
-    """The NumPy dtype of each type placeholder (T, IDX), from the arrays passed for it."""
+    """The NumPy dtype of each type placeholder (T, I), from the arrays passed for it."""
     types = {}
     for raw, typ, name in params:
         if typ not in _CTYPES and isinstance(args.get(name), np.ndarray):
@@ -259,7 +259,7 @@ def cuda_source(elementwise_specs, reduction_specs) -> str:
     """A .cu file with every kernel, instantiated for float32 (uint8 indices) and float64 (int32 indices)."""
     parts = [_CUDA_PRELUDE]
     for ns, t, idx in (("f32", "float", "unsigned char"), ("f64", "double", "int")):
-        parts.append(f"namespace {ns} {{\ntypedef {t} T;\ntypedef {idx} IDX;\n")
+        parts.append(f"namespace {ns} {{\ntypedef {t} T;\ntypedef {idx} I;\n")
         parts += [_cuda_kernel(s) for s in elementwise_specs]
         parts += [_cuda_map(s) for s in reduction_specs]
         parts.append(f"}}  // namespace {ns}\n")

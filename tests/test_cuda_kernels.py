@@ -79,6 +79,15 @@ def test_emulator_rejects_c_it_does_not_model(line):
         E.translate(line + ("\n}" if line.endswith("{") else ""))
 
 
+def test_every_kernel_parameter_type_is_a_dtype_or_a_one_letter_placeholder():
+    """CuPy reads a parameter's type as a type placeholder only when it is one character; anything longer must be
+    a dtype name ('IDX' failed on the first real GPU: "data type 'IDX' not understood")."""
+    for spec in K.ELEMENTWISE_SPECS + K.REDUCTION_SPECS:
+        params = spec.in_params + "," + spec.out_params
+        for raw, typ, name in E.parse_params(params):
+            assert len(typ) == 1 or typ in E._CTYPES, f"{spec.name}: parameter {name} has type {typ!r}"
+
+
 def test_every_kernel_translates():
     for spec in K.ELEMENTWISE_SPECS:
         compile(E.translate(spec.body), spec.name, "exec")
