@@ -40,7 +40,7 @@ def main(argv=None):
         for name, e in registry.EXPERIMENTS.items():
             pub = e.published.get("text", "-") if e.published else "-"
             mark = " (default)" if name == registry.DEFAULT else ""
-            print(f"{name:30s} {e.dataset:14s} {e.epochs:4d} ep  published: {pub}{mark}")
+            print(f"{name:30s} {e.dataset:14s} {e.epochs:4d} ep  batch {e.batch_size:4d}  published: {pub}{mark}")
         return 0
     if args.cmd == "results":
         from experiments.results import export_runs, results_table

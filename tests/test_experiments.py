@@ -28,7 +28,7 @@ def check_run_dir(d, exp):
             assert_png(os.path.join(d, f))
     m = json.load(open(os.path.join(d, "metrics.json")))
     assert 0 <= m["test_acc"] <= 100 and m["epochs"] == 1 and m["n_train"] <= 128
-    if registry.MODELS[exp.model].__name__ not in ("mlp",):
+    if exp.model not in ("mlp", "keras_mlp"):
         assert any(f.startswith("feature_maps_") for f in os.listdir(d))
     report = open(os.path.join(d, "report.md")).read()
     assert "![curves](curves.png)" in report and "precision" in report
@@ -99,6 +99,7 @@ def test_results_table_reports_a_full_run(tmp_path):
     json.dump({"experiment": "mnist-cnn", "data_source": "real", "limit": None, "test_acc": 98.5,
                "best_val_acc": 98.7, "best_epoch": 5, "final_val_acc": 98.7, "epochs": 5, "device": "cpu",
                "wall_time_s": 300.0}, open(d / "metrics.json", "w"))
+    json.dump(registry.get("mnist-cnn").config(), open(d / "config.json", "w"))
     table = results_table(tmp_path)
     row = next(l for l in table.splitlines() if l.startswith("| mnist-cnn |"))
     assert row == "| mnist-cnn | MNIST | test 96.56% | test 98.50% | 5 | cpu | 5.0 min |"
@@ -106,8 +107,26 @@ def test_results_table_reports_a_full_run(tmp_path):
     (d / "curves.png").write_bytes(b"x")
     from experiments.results import export_runs
     assert export_runs(tmp_path, tmp_path / "exported") == ["mnist-cnn"]
-    assert sorted(os.listdir(tmp_path / "exported" / "mnist-cnn")) == ["curves.png", "metrics.json"]
+    assert sorted(os.listdir(tmp_path / "exported" / "mnist-cnn")) == ["config.json", "curves.png", "metrics.json"]
     assert results_table(tmp_path / "exported") == table
+
+
+def test_results_table_does_not_show_a_run_made_under_other_settings(tmp_path):
+    d = tmp_path / "mnist-cnn"
+    d.mkdir()
+    json.dump({"experiment": "mnist-cnn", "data_source": "real", "limit": None, "test_acc": 98.5,
+               "best_val_acc": 98.7, "best_epoch": 5, "final_val_acc": 98.7, "epochs": 5, "device": "cpu",
+               "wall_time_s": 300.0}, open(d / "metrics.json", "w"))
+    cfg = registry.get("mnist-cnn").config()
+    del cfg["eval_augment"]  # a config.json written before the field existed: its default
+    json.dump(dict(cfg, batch_size=7, optimizer={"name": "sgd", "lr": 0.1}), open(d / "config.json", "w"))
+    row = next(l for l in results_table(tmp_path).splitlines() if l.startswith("| mnist-cnn |"))
+    assert "98.50" not in row and "not run yet (the run in" in row and "used other settings: batch_size, optimizer)" in row
+    json.dump(cfg, open(d / "config.json", "w"))
+    row = next(l for l in results_table(tmp_path).splitlines() if l.startswith("| mnist-cnn |"))
+    assert "test 98.50%" in row
+    (d / "config.json").unlink()  # no config: nothing says what ran
+    assert "not run yet" in next(l for l in results_table(tmp_path).splitlines() if l.startswith("| mnist-cnn |"))
 
 
 def test_cli_resume_matches_an_uninterrupted_run(tmp_path):
