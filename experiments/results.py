@@ -73,7 +73,10 @@ def collect(out="runs") -> dict:
             with open(path) as f:
                 runs[name] = json.load(f)
             cfg = os.path.join(out, name, "config.json")
-            runs[name]["config"] = json.load(open(cfg)) if os.path.isfile(cfg) else {}
+            runs[name]["config"] = {}
+            if os.path.isfile(cfg):
+                with open(cfg) as f:
+                    runs[name]["config"] = json.load(f)
     return runs
 
 
