@@ -1,5 +1,6 @@
 """python -m experiments list | run [NAME] [--epochs N] [--device cpu|cuda] [--data-dir D] [--out DIR]
 [--seed S] [--limit N] [--smoke] [--synthetic] [--resume] | results [--out DIR] [--export DIR] [--write FILE]
+| fidelity [--write FILE]
 
 ``run`` with no NAME runs the default experiment, the MNIST CNN.
 """
@@ -34,13 +35,23 @@ def main(argv=None):
     s.add_argument("--data-dir", default=None, help="dataset root, to tell whether CIFAR-100 is present")
     s.add_argument("--export", default=None, metavar="DIR",
                    help="first copy OUT's full-length runs to DIR without checkpoints, then tabulate DIR")
+    f = sub.add_parser("fidelity", help="print results/FIDELITY.md: each experiment against its report")
+    f.add_argument("--write", default=None, help="also write it to this file")
     args = p.parse_args(argv)
 
     if args.cmd == "list":
         for name, e in registry.EXPERIMENTS.items():
             pub = e.published.get("text", "-") if e.published else "-"
             mark = " (default)" if name == registry.DEFAULT else ""
-            print(f"{name:30s} {e.dataset:14s} {e.epochs:4d} ep  published: {pub}{mark}")
+            print(f"{name:30s} {e.dataset:14s} {e.epochs:4d} ep  batch {e.batch_size:4d}  published: {pub}{mark}")
+        return 0
+    if args.cmd == "fidelity":
+        from experiments.fidelity import fidelity_table
+        text = fidelity_table()
+        print(text, end="")
+        if args.write:
+            with open(args.write, "w") as fh:
+                fh.write(text)
         return 0
     if args.cmd == "results":
         from experiments.results import export_runs, results_table

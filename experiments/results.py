@@ -11,7 +11,25 @@ from __future__ import annotations
 import json
 import os
 
-from experiments.registry import DATASETS, EXPERIMENTS
+from experiments.registry import DATASETS, EXPERIMENTS, Experiment
+
+# The settings that decide what a run trains and measures; a run made under other values of any of
+# them is not a run of the experiment as registered now (the epochs are compared separately).
+TRAINING_FIELDS = ("dataset", "model", "model_kwargs", "batch_size", "optimizer", "split", "normalize", "augment",
+                   "eval_augment", "sweep")
+
+
+def changed_settings(exp, run_config: dict) -> list:
+    """The TRAINING_FIELDS in which ``run_config`` (a run's config.json) differs from ``exp``; a field
+    the run's config lacks (written before the field existed) counts as its default."""
+    now = exp.config()
+    changed = []
+    for k in TRAINING_FIELDS:
+        f = Experiment.__dataclass_fields__[k]
+        default = f.default_factory() if callable(f.default_factory) else f.default
+        if run_config.get(k, default) != now[k]:
+            changed.append(k)
+    return changed
 
 
 def _cifar100_present(data_dir=None) -> bool:
@@ -47,12 +65,18 @@ def minidl_figure(exp, m: dict) -> str:
 
 
 def collect(out="runs") -> dict:
+    """{name: metrics.json} of OUT's runs, each with its config.json under the key "config" ({} if none)."""
     runs = {}
     for name in EXPERIMENTS:
         path = os.path.join(out, name, "metrics.json")
         if os.path.isfile(path):
             with open(path) as f:
                 runs[name] = json.load(f)
+            cfg = os.path.join(out, name, "config.json")
+            runs[name]["config"] = {}
+            if os.path.isfile(cfg):
+                with open(cfg) as f:
+                    runs[name]["config"] = json.load(f)
     return runs
 
 
@@ -66,7 +90,8 @@ def results_table(out="runs", data_dir=None) -> str:
         dataset = DATASETS[exp.dataset][2]
         m = runs.get(name)
         full = m is not None and m.get("data_source") == "real" and not m.get("limit")
-        if full:
+        changed = changed_settings(exp, m["config"]) if full else []
+        if full and not changed:
             fig = minidl_figure(exp, m)
             if m["epochs"] < exp.epochs:
                 fig += f" ({m['epochs']} of {exp.epochs} epochs)"
@@ -74,6 +99,8 @@ def results_table(out="runs", data_dir=None) -> str:
         else:
             if exp.dataset == "cifar100" and not c100:
                 why = "awaiting the real CIFAR-100 data"
+            elif changed:
+                why = f"not run yet (the run in {out} used other settings: {', '.join(changed)})"
             elif m is not None:
                 why = "not run yet (smoke run only)"
             else:

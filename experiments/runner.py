@@ -50,6 +50,22 @@ def _synthetic(dataset, n_train, n_test, seed):
     return make(n_train), make(n_test)
 
 
+def augmentations(names) -> list:
+    """The transforms named in an experiment's ``augment`` or ``eval_augment`` list."""
+    from minidl.data import transforms as T
+    out = []
+    for a in names:
+        if a == "hflip":
+            out.append(T.RandomHorizontalFlip())
+        elif a == "crop4":
+            out.append(T.RandomCrop(32, padding=4))
+        elif a == "resize40-crop32":
+            out += [T.Resize(40), T.RandomCrop(32)]
+        else:
+            raise ValueError(f"unknown augmentation {a!r}")
+    return out
+
+
 def load_data(exp: Experiment, data_dir=None, limit=None, source="real", seed=0, download=False):
     """(train, val, test) Subsets with their transforms, the class names and a description of the
     data used.  ``source``: 'real' (error when absent), 'synthetic', or 'auto' (real when present).
@@ -91,7 +107,8 @@ def load_data(exp: Experiment, data_dir=None, limit=None, source="real", seed=0,
         perm = np.random.default_rng(exp.split.get("seed", 42)).permutation(len(full_test))
         k = int(round(exp.split["val_frac"] * len(full_test)))
         tr_idx, va_idx, va_base = np.arange(n_tr), np.sort(perm[:k]), full_test
-        te_idx = np.sort(perm[k:])
+        # "test": "all" measures the test accuracy on the whole test set, validation part included
+        te_idx = np.arange(len(full_test)) if exp.split.get("test") == "all" else np.sort(perm[k:])
     else:
         raise ValueError(f"unknown split kind {kind!r}")
     if limit:
@@ -106,25 +123,16 @@ def load_data(exp: Experiment, data_dir=None, limit=None, source="real", seed=0,
     else:
         mean, std = exp.normalize
     norm = [T.Normalize(mean, std)] if mean is not None else []
-    aug = []
-    for a in exp.augment:
-        if a == "hflip":
-            aug.append(T.RandomHorizontalFlip())
-        elif a == "crop4":
-            aug.append(T.RandomCrop(32, padding=4))
-        elif a == "resize40-crop32":
-            aug += [T.Resize(40), T.RandomCrop(32)]
-        else:
-            raise ValueError(f"unknown augmentation {a!r}")
+    aug, eval_aug = augmentations(exp.augment), augmentations(exp.eval_augment)
     train_tf = T.Compose(aug + norm) if aug or norm else None
-    eval_tf = T.Compose(norm) if norm else None
+    eval_tf = T.Compose(eval_aug + norm) if eval_aug or norm else None
     train = Subset(full_train, tr_idx, transform=train_tf)
     val = Subset(va_base, va_idx, transform=eval_tf)
     test = Subset(test_base, te_idx, transform=eval_tf)
-    train_eval = Subset(full_train, tr_idx, transform=eval_tf)  # for training-set accuracy, no augmentation
+    train_eval = Subset(full_train, tr_idx, transform=eval_tf)  # for training-set accuracy, as evaluation sees it
     info = {"source": used, "dataset": DATASETS[exp.dataset][2], "root": data_dir,
             "n_train": len(train), "n_val": len(val), "n_test": len(test),
-            "val_is_test": kind == "test_as_val",
+            "val_is_test": kind == "test_as_val", "test_includes_val": exp.split.get("test") == "all",
             "normalize": None if mean is None else {"mean": list(map(float, np.atleast_1d(mean))),
                                                     "std": list(map(float, np.atleast_1d(std)))}}
     classes = list(getattr(full_train, "classes", [str(c) for c in range(DATASETS[exp.dataset][1])]))

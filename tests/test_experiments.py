@@ -28,7 +28,7 @@ def check_run_dir(d, exp):
             assert_png(os.path.join(d, f))
     m = json.load(open(os.path.join(d, "metrics.json")))
     assert 0 <= m["test_acc"] <= 100 and m["epochs"] == 1 and m["n_train"] <= 128
-    if registry.MODELS[exp.model].__name__ not in ("mlp",):
+    if exp.model not in ("mlp", "keras_mlp"):
         assert any(f.startswith("feature_maps_") for f in os.listdir(d))
     report = open(os.path.join(d, "report.md")).read()
     assert "![curves](curves.png)" in report and "precision" in report
@@ -93,21 +93,45 @@ def test_cli_list_run_and_results(tmp_path, capsys):
     assert "CIFAR-10 (JPEG copy)" in row["cifar10-cnn"]
 
 
-def test_results_table_reports_a_full_run(tmp_path):
-    d = tmp_path / "mnist-cnn"
-    d.mkdir()
-    json.dump({"experiment": "mnist-cnn", "data_source": "real", "limit": None, "test_acc": 98.5,
+def fake_full_run(out, name="mnist-cnn", config=None):
+    """OUT/NAME/ as a finished real-data run leaves it: metrics.json and config.json (``config``,
+    default the registered experiment's)."""
+    d = out / name
+    d.mkdir(exist_ok=True)
+    json.dump({"experiment": name, "data_source": "real", "limit": None, "test_acc": 98.5,
                "best_val_acc": 98.7, "best_epoch": 5, "final_val_acc": 98.7, "epochs": 5, "device": "cpu",
                "wall_time_s": 300.0}, open(d / "metrics.json", "w"))
+    json.dump(registry.get(name).config() if config is None else config, open(d / "config.json", "w"))
+    return d
+
+
+def table_row(out, name="mnist-cnn"):
+    return next(l for l in results_table(out).splitlines() if l.startswith(f"| {name} |"))
+
+
+def test_results_table_reports_a_full_run(tmp_path):
+    d = fake_full_run(tmp_path)
     table = results_table(tmp_path)
-    row = next(l for l in table.splitlines() if l.startswith("| mnist-cnn |"))
-    assert row == "| mnist-cnn | MNIST | test 96.56% | test 98.50% | 5 | cpu | 5.0 min |"
+    assert table_row(tmp_path) == "| mnist-cnn | MNIST | test 96.56% | test 98.50% | 5 | cpu | 5.0 min |"
     (d / "last.ckpt").write_bytes(b"x")
     (d / "curves.png").write_bytes(b"x")
     from experiments.results import export_runs
     assert export_runs(tmp_path, tmp_path / "exported") == ["mnist-cnn"]
-    assert sorted(os.listdir(tmp_path / "exported" / "mnist-cnn")) == ["curves.png", "metrics.json"]
+    assert sorted(os.listdir(tmp_path / "exported" / "mnist-cnn")) == ["config.json", "curves.png", "metrics.json"]
     assert results_table(tmp_path / "exported") == table
+
+
+def test_results_table_does_not_show_a_run_made_under_other_settings(tmp_path):
+    cfg = registry.get("mnist-cnn").config()
+    del cfg["eval_augment"]  # a config.json written before the field existed: its default
+    d = fake_full_run(tmp_path, config=dict(cfg, batch_size=7, optimizer={"name": "sgd", "lr": 0.1}))
+    row = table_row(tmp_path)
+    assert "98.50" not in row and "not run yet (the run in" in row
+    assert "used other settings: batch_size, optimizer)" in row
+    fake_full_run(tmp_path, config=cfg)
+    assert "test 98.50%" in table_row(tmp_path)
+    (d / "config.json").unlink()  # no config: nothing says what ran
+    assert "not run yet" in table_row(tmp_path)
 
 
 def test_cli_resume_matches_an_uninterrupted_run(tmp_path):
