@@ -1,0 +1,119 @@
+"""minidl.distributed, DistributedDataParallel, DistributedSampler and SyncBatchNorm, on real MPI jobs.
+
+Each test starts ``mpiexec -n N python -m tests.distributed_checks ...`` (tests/distributed_checks.py holds the
+checks, which compare every rank's share with a one-process reference) in its own session, bounded in time: on
+a timeout the whole process group is killed and the test fails.  They need mpi4py and an mpiexec (``pip install
+-e '.[test]'`` installs both, from PyPI) and skip, saying so, without them; the NCCL ones need CuPy with NCCL
+and one GPU per rank.
+"""
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+import minidl.distributed as dist
+from minidl import backend
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMEOUT = 120  # seconds for one job; a healthy one takes 1-3 s here
+CPU_CHECKS = ["collectives", "ddp", "ddp_sync_bn", "no_sync", "unused", "sampler", "sync_bn"]
+
+
+def mpi_missing():
+    if not dist.is_available():
+        return f"mpi4py is not installed; {dist.INSTALL_HINT}"
+    try:
+        dist.mpiexec_command(1, [])
+    except RuntimeError as e:
+        return str(e)
+    return None
+
+
+def run_job(nprocs, *args, timeout=TIMEOUT):
+    """Run ``python -m tests.distributed_checks ARGS`` on ``nprocs`` ranks; returns (exit code, output)."""
+    cmd, env = dist.mpiexec_command(nprocs, [sys.executable, "-m", "tests.distributed_checks", *args])
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env["OPENBLAS_NUM_THREADS"] = env["OMP_NUM_THREADS"] = "1"  # N ranks share this machine's cores
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"the {nprocs}-rank job {args} did not end within {timeout} s (a hang):\n{out[-3000:]}")
+    return proc.returncode, out
+
+
+needs_mpi = pytest.mark.skipif(mpi_missing() is not None, reason=f"no MPI: {mpi_missing()}")
+
+
+@needs_mpi
+@pytest.mark.parametrize("nprocs", [2, 3])
+def test_mpi_jobs_match_one_process(nprocs):
+    """Collectives; one DDP step on N ranks = one process on the whole batch, and bit-identical parameters after
+    several steps (with plain layers, and with SyncBatchNorm); no_sync; the sampler's partition; SyncBatchNorm
+    against BatchNorm on the whole batch."""
+    code, out = run_job(nprocs, "mpi", "cpu", *CPU_CHECKS)
+    assert code == 0, out[-4000:]
+    for name in CPU_CHECKS:
+        assert f"ok {name} (world size {nprocs}" in out, out[-4000:]
+
+
+@needs_mpi
+def test_a_failing_rank_ends_the_job_and_is_named():
+    code, out = run_job(3, "mpi", "cpu", "fail", timeout=60)
+    assert code != 0, out
+    assert "rank 2 of 3 failed (ValueError: a deliberate failure on the last rank)" in out, out
+    assert "unreachable" not in out
+
+
+def test_missing_mpi4py_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # `from mpi4py import MPI` now raises ImportError
+    with pytest.raises(RuntimeError, match=r"needs mpi4py and an MPI library.*pip install 'minidl\[dist\]'"):
+        dist.init_process_group("mpi")
+    assert not dist.is_initialized()
+
+
+def test_errors_before_any_job():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        dist.init_process_group("gloo")
+    with pytest.raises(RuntimeError, match="not initialized; call minidl.distributed.init_process_group"):
+        dist.get_rank()
+
+
+def _nccl_missing(nprocs):
+    why = mpi_missing() or backend.cupy_status()
+    if why:
+        return why
+    try:
+        _, _ = backend.nccl()
+        n = backend.require_cuda().cuda.runtime.getDeviceCount()
+    except RuntimeError as e:
+        return str(e)
+    if n < nprocs:
+        return f"NCCL needs one GPU per rank: {nprocs} ranks, {n} GPU(s) here"
+    return None
+
+
+@pytest.mark.parametrize("nprocs", [1, 2])
+def test_nccl_jobs_match_one_process(nprocs):
+    why = _nccl_missing(nprocs)
+    if why:
+        pytest.skip(f"NCCL test on {nprocs} rank(s) skipped: {why}")
+    checks = ["collectives", "ddp", "ddp_sync_bn", "no_sync", "sync_bn"]
+    code, out = run_job(nprocs, "nccl", "cuda", *checks)
+    assert code == 0, out[-4000:]
+    for name in checks:
+        assert f"ok {name} (world size {nprocs}, backend nccl" in out, out[-4000:]
+
+
+@needs_mpi
+def test_mpi_backend_on_gpu_tensors():
+    why = backend.cupy_status()
+    if why:
+        pytest.skip(f"CuPy backend not available: {why}")
+    code, out = run_job(2, "mpi", "cuda", "collectives", "ddp", "sync_bn")
+    assert code == 0, out[-4000:]
