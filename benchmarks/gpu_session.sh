@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# The GPU session of issue 7 in a few device calls: GPU tests, CPU-vs-GPU throughput next to PyTorch CUDA,
-# and the 100-epoch CIFAR-10 CNN.  How to run it with the device tool: benchmarks/README-gpu.md.
+# Everything that needs a GPU, for the device tool's calls: GPU tests, CPU-vs-GPU throughput next to PyTorch
+# CUDA, and experiments on CIFAR-10.  How to run it: benchmarks/README-gpu.md.
 #
-#   bash benchmarks/gpu_session.sh pack-data    # HERE, once: CIFAR-10 as three xz parts in .gpu_data/ (git-excluded)
-#   bash benchmarks/gpu_session.sh quick        # device: environment, benchmarks, pytest tests/ (about 6-9 min;
-#                                               #         'bench' (+ per-layer profile) and 'tests' run the halves)
-#   bash benchmarks/gpu_session.sh stash        # device: only unpack the carried CIFAR part          (seconds)
-#   bash benchmarks/gpu_session.sh experiment   # device: the 100-epoch CIFAR-10 CNN on the GPU       (target <= 10 min)
+#   bash benchmarks/gpu_session.sh pack-data    # HERE, once: the JPEG copy of CIFAR-10 into .gpu_data/ (git-excluded)
+#   bash benchmarks/gpu_session.sh quick        # device: environment, benchmarks, pytest tests/
+#                                               #         ('bench' (+ per-layer profile) and 'tests' run the halves)
+#   bash benchmarks/gpu_session.sh experiment   # device: one experiment ($EXPERIMENT) on the GPU
+#   bash benchmarks/gpu_session.sh runs         # device: every experiment in $EXPERIMENTS at once, one process
+#                                               #         each, stopped after $RUN_SECONDS; run folders come back
+#                                               #         as $OUT/runs.tgz.part-*, unfinished ones with last.ckpt
 #
-# Every phase first unpacks whatever .gpu_data/part*/ came with the call into $DATA_ROOT (default
-# /tmp/minidl_data), which stays on the machine while it is warm.  Results go to $OUT (the device tool's
-# folder; ./gpu_out elsewhere), at most 8 files, flat.
+# The phases that train decode the carried .gpu_data into $DATA_ROOT (default /tmp/minidl_data).  Results go
+# to $OUT (the device tool's folder; ./gpu_out elsewhere), at most 8 files, flat.
 set -u
 PHASE=${1:-quick}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,56 +23,38 @@ DATA_ROOT=${DATA_ROOT:-/tmp/minidl_data}
 CIFAR=$DATA_ROOT/cifar-10-batches-py
 RUNS=${RUNS:-/tmp/minidl_runs}
 EXPERIMENT=${EXPERIMENT:-cifar10-cnn-dropout0.5}
+EXPERIMENTS=${EXPERIMENTS:-$EXPERIMENT}
 export PYTHONUNBUFFERED=1
 CIFAR_FILES="data_batch_1 data_batch_2 data_batch_3 data_batch_4 data_batch_5 test_batch"
 
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/session.log"; }
 
-pack_data() {  # on the CPU machine: three parts of about 47 MB each (a call carries at most 64 MiB)
-    local src=${MINIDL_DATA:-/work/data}/cifar-10-batches-py
-    for f in $CIFAR_FILES batches.meta; do
-        [ -f "$src/$f" ] || { echo "missing $src/$f: set MINIDL_DATA to the folder holding cifar-10-batches-py"; exit 1; }
-    done
+pack_data() {  # on the CPU machine: the JPEG copy (56 MB) and its prepare script travel in one call's carry
+    local src=${SHARED_DATASETS:-../shared/datasets}
+    [ -f "$src/cifar10-jpeg/cifar10-jpeg.npz" ] || { echo "missing $src/cifar10-jpeg: set SHARED_DATASETS"; exit 1; }
     local exclude
-    exclude=$(git rev-parse --git-path info/exclude)  # ignored, or the parts would travel with every call
+    exclude=$(git rev-parse --git-path info/exclude)  # ignored, or it would travel with every call
     mkdir -p "$(dirname "$exclude")"
     grep -qx '/.gpu_data/' "$exclude" 2>/dev/null || echo '/.gpu_data/' >> "$exclude"
-    mkdir -p .gpu_data/part1 .gpu_data/part2 .gpu_data/part3
-    set -- "data_batch_1 data_batch_2" "data_batch_3 data_batch_4" "data_batch_5 test_batch"
-    local i=1
-    for files in "$@"; do
-        for f in $files; do
-            [ -s ".gpu_data/part$i/$f.xz" ] || xz -6 -T0 -c "$src/$f" > ".gpu_data/part$i/$f.xz"
-        done
-        i=$((i + 1))
-    done
-    cp "$src/batches.meta" .gpu_data/part3/
-    [ -f "$src/.prepared" ] && cp "$src/.prepared" .gpu_data/part3/prepared
-    du -sh .gpu_data/part*
+    mkdir -p .gpu_data/cifar10-jpeg
+    cp "$src/prepare.py" .gpu_data/ && cp "$src"/cifar10-jpeg/* .gpu_data/cifar10-jpeg/ && chmod -R u+w .gpu_data
+    du -sh .gpu_data
     if [ -n "$(git status --porcelain .gpu_data)" ]; then
         echo "error: .gpu_data is not ignored by git (it would travel with every call)"; exit 1
     fi
 }
 
-stash() {  # unpack the carried parts into $CIFAR
-    local found=0
-    mkdir -p "$CIFAR"
-    for part in .gpu_data/part*; do
-        [ -d "$part" ] || continue
-        found=1
-        for f in "$part"/*.xz; do
-            [ -f "$f" ] && xz -dc "$f" > "$CIFAR/$(basename "$f" .xz)"
-        done
-        [ -f "$part/batches.meta" ] && cp "$part/batches.meta" "$CIFAR/"
-        [ -f "$part/prepared" ] && cp "$part/prepared" "$CIFAR/.prepared"
-        log "unpacked $part into $CIFAR"
-    done
-    [ $found = 1 ] || log "no .gpu_data/part* carried in this call"
-    log "CIFAR-10 files present: $(cd "$CIFAR" && ls $CIFAR_FILES batches.meta 2>/dev/null | tr '\n' ' ')"
-}
-
 cifar_complete() {
     for f in $CIFAR_FILES batches.meta; do [ -s "$CIFAR/$f" ] || return 1; done
+}
+
+prepare() {  # on the device: decode the carried copy into $CIFAR; carried run folders (.gpu_data/runs) resume
+    [ -f .gpu_data/prepare.py ] && $PY .gpu_data/prepare.py "$DATA_ROOT" 2>&1 | tail -1 | tee -a "$OUT/session.log"
+    cifar_complete || { log "CIFAR-10 missing in $CIFAR: carry .gpu_data (made by pack-data)"; return 1; }
+    if [ -d .gpu_data/runs ]; then
+        mkdir -p "$RUNS" && cp -r .gpu_data/runs/. "$RUNS/" && log "carried runs: $(ls .gpu_data/runs | tr '\n' ' ')"
+    fi
+    return 0
 }
 
 environment() {
@@ -119,11 +102,6 @@ profile() {
 }
 
 experiment() {
-    if ! cifar_complete; then
-        log "CIFAR-10 is incomplete in $CIFAR (the machine was given back between the stash calls?): carry"
-        log ".gpu_data/part1, part2, part3 in three calls in a row, the last with the experiment phase"
-        return 1
-    fi
     if ! $PY -m experiments list 2>/dev/null | grep -q "^$EXPERIMENT "; then
         log "python -m experiments list has no $EXPERIMENT: the experiments CLI is not on this branch yet"
         return 1
@@ -143,13 +121,32 @@ experiment() {
     return $rc
 }
 
+runs() {  # every experiment in $EXPERIMENTS at once, one process each, stopped after $RUN_SECONDS
+    prepare || return 1
+    local limit=${RUN_SECONDS:-480} name resume pids="" keep=""
+    mkdir -p "$RUNS"
+    log "runs: $EXPERIMENTS (each stopped after $limit s; an unfinished one keeps last.ckpt for --resume)"
+    for name in $EXPERIMENTS; do
+        resume=""
+        [ -n "$(find "$RUNS/$name" -name last.ckpt 2>/dev/null | head -1)" ] && resume="--resume"
+        ( MINIDL_DATA=$DATA_ROOT timeout -s INT "$limit" $PY -m experiments run "$name" --device cuda \
+              --data-dir "$DATA_ROOT" --out "$RUNS" --quiet --no-download $resume > "$RUNS/$name.log" 2>&1
+          log "$name exit $? $resume: $(tail -1 "$RUNS/$name.log")" ) &
+        pids="$pids $!"
+    done
+    wait $pids
+    # finished runs without checkpoints, unfinished ones with last.ckpt, in parts of 15 MB (16 MB a file come back)
+    for name in $EXPERIMENTS; do [ -f "$RUNS/$name/metrics.json" ] && keep="$keep --exclude=$name/*.ckpt"; done
+    (cd "$RUNS" && tar czf - --exclude=best.ckpt $keep $EXPERIMENTS *.log) | split -b 15m - "$OUT/runs.tgz.part-"
+    log "packed: $(cd "$OUT" && ls -l runs.tgz.part-* | awk '{print $NF, $5}' | tr '\n' ' ')"
+}
+
 case "$PHASE" in
     pack-data) pack_data ;;
-    quick) environment; stash; bench; tests ;;
-    bench) environment; stash; bench; profile ;;
-    tests) environment; stash; tests ;;
-    stash) stash ;;
-    experiment) stash; environment; experiment ;;
-    all) environment; stash; bench; tests; profile; experiment ;;
-    *) echo "usage: $0 pack-data | quick | bench | tests | stash | experiment | all"; exit 2 ;;
+    quick) environment; bench; tests ;;
+    bench) environment; bench; profile ;;
+    tests) environment; tests ;;
+    experiment) environment; prepare && experiment ;;
+    runs) environment; runs ;;
+    *) echo "usage: $0 pack-data | quick | bench | tests | experiment | runs"; exit 2 ;;
 esac
