@@ -158,6 +158,10 @@ class ProcessGroup:
         """Rank ``src``'s picklable ``obj`` on every rank (host data: flags, paths, small dicts)."""
         return self.comm.bcast(obj, root=src)
 
+    def all_gather_object(self, obj) -> list:
+        """Every rank's picklable ``obj``, in rank order, on every rank."""
+        return self.comm.allgather(obj)
+
     def barrier(self):
         self.comm.Barrier()
 
@@ -346,11 +350,20 @@ def broadcast(tensor, src: int = 0):
     _in_place(tensor, "broadcast", lambda a: group().broadcast(a, src))
 
 
+def all_gather_object(object_list: list, obj):
+    """Fill ``object_list`` (of world-size length, as PyTorch) with every rank's picklable ``obj``, in rank order."""
+    gathered = group().all_gather_object(obj)
+    if len(object_list) != len(gathered):
+        raise ValueError(f"all_gather_object: object_list must have one entry per rank ({len(gathered)}), "
+                         f"got {len(object_list)}")
+    object_list[:] = gathered
+
+
 def broadcast_object(obj, src: int = 0):
     """Rank ``src``'s picklable ``obj``, on every rank."""
     return group().broadcast_object(obj, src)
 
 
 __all__ = ["init_process_group", "destroy_process_group", "is_available", "is_initialized", "get_rank",
-           "get_world_size", "get_backend", "barrier", "broadcast", "broadcast_object", "all_reduce", "ReduceOp",
-           "ProcessGroup", "Work", "group", "mpiexec_command"]
+           "get_world_size", "get_backend", "barrier", "broadcast", "broadcast_object", "all_gather_object",
+           "all_reduce", "ReduceOp", "ProcessGroup", "Work", "group", "mpiexec_command"]

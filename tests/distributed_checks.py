@@ -209,6 +209,67 @@ def check_sync_batch_norm(device):
         close(layer(T(x[mine], device)).numpy(), ref(T(x, device)).numpy()[mine], "SyncBatchNorm in eval mode")
 
 
+# ---------------------------------------------------------------- Trainer
+def check_trainer(device):
+    """Trainer on a DDP model over DistributedSamplers equals a one-process Trainer over the same global batches
+    (the one-process run visits the same permutation: DistributedSampler with one replica): history, weights;
+    validation on unequal shards equals a one-process evaluation; only rank 0 writes; a run stopped after one
+    epoch and resumed ends where the uninterrupted one does."""
+    import os
+    import tempfile
+
+    from minidl.data import DataLoader, Subset
+    from minidl.train import Trainer, evaluate
+    r, w = dist.get_rank(), dist.get_world_size()
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 255, (48, 1, 8, 8)).astype(np.uint8)
+    y = rng.integers(0, 3, 48)
+    x[np.arange(48), 0, y * 2, :] = 255  # something to learn
+    train, val = ArrayDataset(x[:36], y[:36]), ArrayDataset(x[36:46], y[36:46])  # 10: unequal shards for 3 ranks
+    mine = np.array_split(np.arange(len(val)), w)[r]
+    out = dist.broadcast_object(tempfile.mkdtemp(prefix="minidl-trainer-") if r == 0 else None)
+
+    def trainer(distributed, out_dir, epochs, resume=None):
+        mdl.manual_seed(0)
+        model = cnn(batch_norm=True).to(device)
+        if distributed:
+            model = nn.parallel.DistributedDataParallel(nn.SyncBatchNorm.convert_sync_batchnorm(model))
+        opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        sampler = DistributedSampler(train, seed=1) if distributed else DistributedSampler(train, 1, 0, seed=1)
+        loader = DataLoader(train, batch_size=12 // w if distributed else 12, sampler=sampler, device=device,
+                            seed=2)
+        vl = DataLoader(Subset(val, mine) if distributed else val, batch_size=4, device=device)
+        t = Trainer(model, opt, loader, vl, device=device, out_dir=out_dir, progress=False)
+        t.fit(epochs, resume=resume)
+        return t
+
+    one = trainer(False, None, 2)
+    many = trainer(True, os.path.join(out, "run"), 2)
+    for a, b in zip(one.history, many.history):
+        for k in ("train_loss", "train_acc", "val_loss", "val_acc"):
+            close(b[k], a[k], f"history {k} of epoch {a['epoch']}")
+    for (name, p), q in zip(many.module.named_parameters(), one.module.parameters()):
+        close(p.numpy(), q.numpy(), f"{name} after 2 epochs", rtol=1e-4, atol=1e-5)
+    val_loader = DataLoader(Subset(val, mine), batch_size=3, device=device)
+    ev, ev_one = evaluate(many.module, val_loader, sharded=True), evaluate(many.module, DataLoader(val, batch_size=5))
+    assert ev["n"] == ev_one["n"] == 10 and ev["acc"] == ev_one["acc"], (ev, ev_one)
+    close(ev["loss"], ev_one["loss"], "sharded evaluation loss")
+    dist.barrier()
+    files = sorted(os.listdir(os.path.join(out, "run")))
+    assert files == ["best.ckpt", "history.csv", "history.json", "last.ckpt"], files
+    resumed_dir = os.path.join(out, "resumed")
+    trainer(True, resumed_dir, 1)
+    dist.barrier()
+    resumed = trainer(True, resumed_dir, 2, resume=os.path.join(resumed_dir, "last.ckpt"))
+    for (name, p), q in zip(resumed.module.named_parameters(), many.module.parameters()):
+        close(p.numpy(), q.numpy(), f"{name}, resumed after epoch 1, against the uninterrupted run", 0, 0)
+    assert [h["val_acc"] for h in resumed.history] == [h["val_acc"] for h in many.history]
+    dist.barrier()
+    if r == 0:
+        import shutil
+        shutil.rmtree(out)
+
+
 def check_fail(device):
     """The last rank raises after a collective; the others go on to the next collective, where they would wait
     forever if the failing rank did not abort the job."""
@@ -223,7 +284,7 @@ def check_fail(device):
 CHECKS = {"collectives": check_collectives, "ddp": check_ddp_step,
           "ddp_sync_bn": lambda device: check_ddp_step(device, batch_norm=True, sync_bn=True),
           "no_sync": check_ddp_no_sync, "unused": check_ddp_unused_parameter, "sampler": check_sampler,
-          "sync_bn": check_sync_batch_norm, "fail": check_fail}
+          "sync_bn": check_sync_batch_norm, "trainer": check_trainer, "fail": check_fail}
 
 
 def main(argv):

@@ -18,7 +18,7 @@ from minidl import backend
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 120  # seconds for one job; a healthy one takes 1-3 s here
-CPU_CHECKS = ["collectives", "ddp", "ddp_sync_bn", "no_sync", "unused", "sampler", "sync_bn"]
+CPU_CHECKS = ["collectives", "ddp", "ddp_sync_bn", "no_sync", "unused", "sampler", "sync_bn", "trainer"]
 
 
 def mpi_missing():
@@ -31,9 +31,9 @@ def mpi_missing():
     return None
 
 
-def run_job(nprocs, *args, timeout=TIMEOUT):
-    """Run ``python -m tests.distributed_checks ARGS`` on ``nprocs`` ranks; returns (exit code, output)."""
-    cmd, env = dist.mpiexec_command(nprocs, [sys.executable, "-m", "tests.distributed_checks", *args])
+def run_job(nprocs, *args, timeout=TIMEOUT, module="tests.distributed_checks"):
+    """Run ``python -m MODULE ARGS`` on ``nprocs`` ranks; returns (exit code, output)."""
+    cmd, env = dist.mpiexec_command(nprocs, [sys.executable, "-m", module, *args])
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     env["OPENBLAS_NUM_THREADS"] = env["OMP_NUM_THREADS"] = "1"  # N ranks share this machine's cores
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -55,7 +55,7 @@ needs_mpi = pytest.mark.skipif(mpi_missing() is not None, reason=f"no MPI: {mpi_
 def test_mpi_jobs_match_one_process(nprocs):
     """Collectives; one DDP step on N ranks = one process on the whole batch, and bit-identical parameters after
     several steps (with plain layers, and with SyncBatchNorm); no_sync; the sampler's partition; SyncBatchNorm
-    against BatchNorm on the whole batch."""
+    against BatchNorm on the whole batch; the Trainer (history, sharded validation, rank 0 writing, resume)."""
     code, out = run_job(nprocs, "mpi", "cpu", *CPU_CHECKS)
     assert code == 0, out[-4000:]
     for name in CPU_CHECKS:
@@ -68,6 +68,40 @@ def test_a_failing_rank_ends_the_job_and_is_named():
     assert code != 0, out
     assert "rank 2 of 3 failed (ValueError: a deliberate failure on the last rank)" in out, out
     assert "unreachable" not in out
+
+
+@needs_mpi
+def test_distributed_experiment_writes_one_run_whose_test_metrics_are_a_single_process_evaluation(tmp_path):
+    """`mpiexec -n 2 python -m experiments run cifar100-cnn-bn --distributed` (a smoke run on synthetic data; its
+    BatchNorm layers become SyncBatchNorm): one run folder, written by rank 0; its sharded test evaluation equals
+    one process evaluating the saved model."""
+    import json
+
+    import numpy as np
+
+    from experiments.registry import MODELS, get
+    from experiments.runner import SMOKE_LIMIT, load_data
+    from minidl.data import DataLoader
+    from minidl.io import load_checkpoint
+    from minidl.train import evaluate
+    code, out = run_job(2, "run", "cifar100-cnn-bn", "--smoke", "--synthetic", "--distributed", "--quiet",
+                        "--out", str(tmp_path), module="experiments")
+    assert code == 0, out[-4000:]
+    assert os.listdir(tmp_path) == ["cifar100-cnn-bn"] and out.count(": test accuracy") == 1, out[-2000:]
+    run_dir = tmp_path / "cifar100-cnn-bn"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["distributed"] == {"world_size": 2, "backend": "mpi", "batch_per_rank": 128,
+                                     "sync_batch_norm": True}, config
+    assert "SyncBatchNorm" in (run_dir / "model_summary.txt").read_text()
+    exp = get("cifar100-cnn-bn")
+    exp = exp.with_overrides({k: v for k, v in exp.smoke.items() if k != "limit"})
+    _, _, test, _, _, _ = load_data(exp, limit=exp.smoke.get("limit") or SMOKE_LIMIT, source="synthetic", seed=0)
+    model = MODELS[exp.model](**exp.model_kwargs)
+    load_checkpoint(str(run_dir / "last.ckpt"), model=model)
+    ev = evaluate(model, DataLoader(test, batch_size=7))
+    assert metrics["test_acc"] == round(100 * ev["acc"], 2) and np.isclose(metrics["test_loss"], ev["loss"]), \
+        (metrics, ev)
 
 
 def test_missing_mpi4py_says_how_to_install(monkeypatch):

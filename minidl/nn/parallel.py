@@ -99,7 +99,7 @@ class DistributedDataParallel(Module):
                 "(freeze the others with requires_grad_(False) before wrapping). Parameters without a gradient: "
                 + ", ".join(missing[:20]) + (" ..." if len(missing) > 20 else ""))
         if self.broadcast_buffers and self.process_group.size > 1:
-            self._broadcast_coalesced(list(self.module.buffers()))
+            self.sync_buffers()
         return self.module(*args, **kwargs)
 
     @contextlib.contextmanager
@@ -148,6 +148,11 @@ class DistributedDataParallel(Module):
         self._in_step = False
 
     # ------------------------------------------------------------ broadcasting
+    def sync_buffers(self):
+        """Overwrite the buffers with rank 0's now (what every forward does with ``broadcast_buffers``); call it
+        before evaluating ``.module`` on each rank's shard of a data set, so that every shard sees one model."""
+        self._broadcast_coalesced(list(self.module.buffers()))
+
     def _broadcast_coalesced(self, tensors):
         """Overwrite ``tensors`` (in place) with rank 0's, one broadcast per (device, dtype)."""
         groups = {}
