@@ -151,3 +151,15 @@ def test_mpi_backend_on_gpu_tensors():
         pytest.skip(f"CuPy backend not available: {why}")
     code, out = run_job(2, "mpi", "cuda", "collectives", "ddp", "sync_bn")
     assert code == 0, out[-4000:]
+
+
+def test_benchmark_alpha_beta_model():
+    """benchmarks/distributed.py's ring model: the fit recovers alpha and beta, the bucket bound holds."""
+    from benchmarks.distributed import SIZES, fit_alpha_beta, min_bucket, ring_time
+    alpha, beta = 30e-6, 2e-9
+    fitted = fit_alpha_beta({n: 2 * alpha + n * beta for n in SIZES})
+    assert fitted == pytest.approx((alpha, beta), rel=1e-6)
+    assert ring_time(1e6, 2, alpha, beta) == pytest.approx(2 * alpha + 1e6 * beta)
+    assert ring_time(1e6, 8, alpha, beta, buckets=2) == pytest.approx(2 * 2 * 7 * alpha + 2 * 7 / 8 * 1e6 * beta)
+    b = min_bucket(64, alpha, beta)
+    assert 2 * 63 * alpha == pytest.approx(0.1 * 2 * 63 / 64 * b * beta)
