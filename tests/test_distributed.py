@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import minidl.distributed as dist
@@ -76,8 +77,6 @@ def test_distributed_experiment_writes_one_run_whose_test_metrics_are_a_single_p
     BatchNorm layers become SyncBatchNorm): one run folder, written by rank 0; its sharded test evaluation equals
     one process evaluating the saved model."""
     import json
-
-    import numpy as np
 
     from experiments.registry import MODELS, get
     from experiments.runner import SMOKE_LIMIT, load_data
@@ -163,3 +162,24 @@ def test_benchmark_alpha_beta_model():
     assert ring_time(1e6, 8, alpha, beta, buckets=2) == pytest.approx(2 * 2 * 7 * alpha + 2 * 7 / 8 * 1e6 * beta)
     b = min_bucket(64, alpha, beta)
     assert 2 * 63 * alpha == pytest.approx(0.1 * 2 * 63 / 64 * b * beta)
+
+
+def test_distributed_sampler_partitions_as_pytorchs():
+    """Without a job: explicit num_replicas and rank.  Padding repeats the epoch's start; drop_last cuts the
+    tail; set_epoch reshuffles; shuffle=False strides through 0..n-1."""
+    from minidl.data import ArrayDataset, DistributedSampler
+    ds = ArrayDataset(np.zeros((10, 1, 1, 1), np.uint8), np.arange(10))
+    shares = [DistributedSampler(ds, 4, r, shuffle=False).index_array().tolist() for r in range(4)]
+    assert shares == [[0, 4, 8], [1, 5, 9], [2, 6, 0], [3, 7, 1]]
+    cut = [DistributedSampler(ds, 4, r, shuffle=False, drop_last=True).index_array().tolist() for r in range(4)]
+    assert cut == [[0, 4], [1, 5], [2, 6], [3, 7]]
+    s = DistributedSampler(ds, 3, 1, seed=5)
+    first = s.index_array()
+    s.set_epoch(1)
+    assert len(s) == len(first) == 4 and not np.array_equal(first, s.index_array())
+    whole = np.concatenate([DistributedSampler(ds, 3, r, seed=5).index_array() for r in range(3)])
+    assert sorted(set(whole.tolist())) == list(range(10)) and len(whole) == 12
+    with pytest.raises(ValueError, match="rank should be in the interval"):
+        DistributedSampler(ds, 2, 2)
+    with pytest.raises(RuntimeError, match="init_process_group"):
+        DistributedSampler(ds)
