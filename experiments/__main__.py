@@ -1,6 +1,6 @@
 """python -m experiments list | run [NAME] [--epochs N] [--device cpu|cuda] [--data-dir D] [--out DIR]
-[--seed S] [--limit N] [--smoke] [--synthetic] [--resume] | results [--out DIR] [--export DIR] [--write FILE]
-| fidelity [--write FILE]
+[--seed S] [--limit N] [--smoke] [--synthetic] [--resume] [--distributed]
+| results [--out DIR] [--export DIR] [--write FILE] | fidelity [--write FILE]
 
 ``run`` with no NAME runs the default experiment, the MNIST CNN.
 """
@@ -27,6 +27,9 @@ def main(argv=None):
     r.add_argument("--workers", type=int, default=0, help="DataLoader threads")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.add_argument("--resume", action="store_true", help="continue from OUT/NAME/last.ckpt")
+    r.add_argument("--distributed", action="store_true",
+                   help="one rank of a data-parallel job: start with `mpiexec -n N python -m experiments run NAME "
+                        "--distributed` (MPI; NCCL with --device cuda); the configured batch is split over the ranks")
     r.add_argument("--no-download", action="store_true",
                    help="never fetch missing data from the official servers (by default it is downloaded)")
     s = sub.add_parser("results", help="print the README Results table from OUT/*/metrics.json")
@@ -74,10 +77,14 @@ def main(argv=None):
         res = run(args.name, epochs=args.epochs, device=args.device, data_dir=args.data_dir, out=args.out,
                   seed=args.seed, limit=args.limit, source="synthetic" if args.synthetic else "real", smoke=args.smoke,
                   progress=not args.quiet, command=cmd, num_workers=args.workers, resume=args.resume,
-                  download=not args.no_download)
+                  download=not args.no_download, distributed=args.distributed)
     except (DatasetNotFoundError, DownloadError) as e:
+        if args.distributed:  # an exit on one rank would leave the others waiting: the job aborts, naming the rank
+            raise
         p.exit(2, f"error: {e}\n(or try a smoke run on synthetic data: python -m experiments run {args.name} "
                   "--smoke --synthetic)\n")
+    if args.distributed and res.get("rank", 0) != 0:
+        return 0
     pub = res.get("published") or {}
     print(f"{args.name}: test accuracy {res['test_acc']}%  (best val {res['best_val_acc']}% at epoch "
           f"{res['best_epoch']}; published: {pub.get('text', 'none')}); wrote {args.out}/{res['experiment']}/")

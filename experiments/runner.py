@@ -17,7 +17,8 @@ import time
 import numpy as np
 
 import minidl as mdl
-from minidl import metrics, optim, viz
+from minidl import distributed as dist
+from minidl import metrics, nn, optim, viz
 from minidl.train import Trainer, evaluate
 
 from experiments.registry import DATASETS, MODELS, Experiment, get
@@ -164,47 +165,90 @@ def _pct(x):
     return None if x is None else round(100.0 * x, 2)
 
 
+def _shard(dataset, rank, world):
+    """Rank ``rank``'s contiguous share of ``dataset`` (shares differ by at most one sample; in rank order they
+    are the whole set, so outputs gathered in rank order are in the set's order)."""
+    from minidl.data import Subset
+    return Subset(dataset, np.array_split(np.arange(len(dataset)), world)[rank])
+
+
 def run_single(exp: Experiment, out_dir, device="cpu", data_dir=None, seed=0, limit=None, source="real",
-               progress=True, command=None, num_workers=0, resume=False, download=False):
-    os.makedirs(out_dir, exist_ok=True)
+               progress=True, command=None, num_workers=0, resume=False, download=False, distributed=False):
+    """One run.  ``distributed``: this process is one rank of a data-parallel job (the default process group is
+    initialised): each rank trains on its share of every batch (the configured batch is the global one), BatchNorm
+    layers become SyncBatchNorm, evaluation is sharded, and only rank 0 writes ``out_dir``."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    main = rank == 0
+    if main:
+        os.makedirs(out_dir, exist_ok=True)
     t_start = time.perf_counter()
     mdl.manual_seed(seed)
+    if distributed and not main:
+        dist.barrier()  # rank 0 reads (and downloads) the data first
     train, val, test, train_eval, classes, info = load_data(exp, data_dir, limit, source, seed, download)
-    from minidl.data import DataLoader
+    if distributed and main:
+        dist.barrier()
+    from minidl.data import DataLoader, DistributedSampler
     eval_bs = max(exp.batch_size, 500)
-    train_loader = DataLoader(train, batch_size=exp.batch_size, shuffle=True, seed=seed, device=device,
-                              num_workers=num_workers)
+    if exp.batch_size % world:
+        raise ValueError(f"{exp.name}: the batch of {exp.batch_size} does not split evenly over {world} ranks; "
+                         f"use a number of ranks that divides it")
+    if distributed:
+        train_loader = DataLoader(train, batch_size=exp.batch_size // world, seed=seed, device=device,
+                                  sampler=DistributedSampler(train, seed=seed), num_workers=num_workers)
+        val, test_part, eval_part = (_shard(d, rank, world) for d in (val, test, train_eval))
+    else:
+        train_loader = DataLoader(train, batch_size=exp.batch_size, shuffle=True, seed=seed, device=device,
+                                  num_workers=num_workers)
+        test_part, eval_part = test, train_eval
     val_loader = DataLoader(val, batch_size=eval_bs, device=device, num_workers=num_workers)
-    test_loader = DataLoader(test, batch_size=eval_bs, device=device, num_workers=num_workers)
+    test_loader = DataLoader(test_part, batch_size=eval_bs, device=device, num_workers=num_workers)
 
     model = MODELS[exp.model](**exp.model_kwargs).to(device)
+    if distributed:  # batch statistics of the global batch, as one process would compute them
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     shape = DATASETS[exp.dataset][0]
-    summary = model.summary(shape, print_fn=None)
     n_params = int(sum(p.numel() for p in model.parameters()))
-    _write(os.path.join(out_dir, "model_summary.txt"), f"{model!r}\n\n{summary}\n")
     opt = make_optimizer(model.parameters(), exp.optimizer)
     config = dict(exp.config(), seed=seed, device=device, data=info, limit=limit, params=n_params,
                   command=command)
-    _json(os.path.join(out_dir, "config.json"), config)
+    if distributed:
+        config["distributed"] = {"world_size": world, "backend": dist.get_backend(),
+                                 "batch_per_rank": exp.batch_size // world, "sync_batch_norm": True}
+    summary = None
+    if main:
+        summary = model.summary(shape, print_fn=None)
+        _write(os.path.join(out_dir, "model_summary.txt"), f"{model!r}\n\n{summary}\n")
+        _json(os.path.join(out_dir, "config.json"), config)
+        # dataset samples (raw images, before normalisation)
+        k = min(16, len(train))
+        xs, ys = train.get_batch(np.arange(k))
+        viz.plot_dataset_samples(xs, ys, os.path.join(out_dir, "samples.png"), class_names=classes, ncols=8)
 
-    # dataset samples (raw images, before normalisation)
-    k = min(16, len(train))
-    xs, ys = train.get_batch(np.arange(k))
-    viz.plot_dataset_samples(xs, ys, os.path.join(out_dir, "samples.png"), class_names=classes, ncols=8)
-
-    trainer = Trainer(model, opt, train_loader, val_loader, device=device, out_dir=out_dir, progress=progress,
+    net = nn.parallel.DistributedDataParallel(model) if distributed else model
+    trainer = Trainer(net, opt, train_loader, val_loader, device=device, out_dir=out_dir, progress=progress,
                       monitor="val_acc")
     t_train = time.perf_counter()
     last = os.path.join(out_dir, "last.ckpt")
     if resume is True and not os.path.isfile(last):
         raise FileNotFoundError(f"--resume: no checkpoint {last} to resume from")
     resume = bool(resume) and os.path.isfile(last)  # "auto" (sweep variants): resume when there is one
+    if distributed:  # rank 0's view of the shared folder decides for every rank
+        resume = dist.broadcast_object(resume)
     history = trainer.fit(exp.epochs, resume=last if resume else None)
     # the epochs' own times, so that a resumed run counts the epochs trained before it too
     train_time = sum(r.get("time_s") or 0.0 for r in history) if resume else time.perf_counter() - t_train
     earlier = train_time - (time.perf_counter() - t_train) if resume else 0.0
 
-    ev = evaluate(model, test_loader, device=device, return_outputs=True)
+    if distributed:
+        net.sync_buffers()
+    ev = evaluate(model, test_loader, device=device, return_outputs=True, sharded=distributed)
+    train_acc = None
+    if exp.report_train_acc:
+        tl = DataLoader(eval_part, batch_size=eval_bs, device=device, num_workers=num_workers)
+        train_acc = _pct(evaluate(model, tl, device=device, sharded=distributed)["acc"])
+    if not main:  # the other ranks have done their share; rank 0 writes the results
+        return {"experiment": exp.name, "test_acc": _pct(ev["acc"]), "rank": rank}
     logits, targets = ev["logits"], ev["targets"]
     preds = logits.argmax(axis=1)
     labels = list(range(len(classes)))
@@ -227,9 +271,10 @@ def run_single(exp: Experiment, out_dir, device="cpu", data_dir=None, seed=0, li
     }
     if len(classes) > 10:
         result["test_top5_acc"] = _pct(metrics.topk_accuracy(logits, targets, k=5))
-    if exp.report_train_acc:
-        tl = DataLoader(train_eval, batch_size=eval_bs, device=device, num_workers=num_workers)
-        result["train_acc"] = _pct(evaluate(model, tl, device=device)["acc"])
+    if distributed:
+        result["world_size"] = world
+    if train_acc is not None:
+        result["train_acc"] = train_acc
 
     # plots
     viz.plot_history(history, os.path.join(out_dir, "curves.png"), title=exp.title)
@@ -321,11 +366,15 @@ def render_report(exp, config, result, history, report, summary, fmaps, extra_md
 
 # ----------------------------------------------------------------- entry point
 def run(name, epochs=None, device="cpu", data_dir=None, out="runs", seed=0, limit=None, source="real",
-        smoke=False, progress=True, command=None, num_workers=0, resume=False, download=False) -> dict:
+        smoke=False, progress=True, command=None, num_workers=0, resume=False, download=False,
+        distributed=False) -> dict:
     """Run experiment ``name`` (a sweep runs every variant) and return its metrics dict.
 
     ``resume=True`` continues from ``OUT/NAME/last.ckpt`` (written after every epoch): the run ends
-    as an uninterrupted one with the same seed would (same config and data required)."""
+    as an uninterrupted one with the same seed would (same config and data required).
+    ``distributed=True``: this process is one rank of ``mpiexec -n N``; the default process group is initialised
+    here (NCCL on 'cuda', else MPI) unless it already is, and the ranks train one model together (see
+    ``run_single``); every rank reads the data and, to resume, OUT (a file system they share)."""
     exp = get(name)
     if smoke:
         limit = exp.smoke.get("limit") or limit or SMOKE_LIMIT
@@ -337,8 +386,11 @@ def run(name, epochs=None, device="cpu", data_dir=None, out="runs", seed=0, limi
     out_dir = os.path.join(out, exp.name)
     if command is None:
         command = "python -m experiments " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("__main__.py") else None
+    if distributed and not dist.is_initialized():
+        dist.init_process_group("nccl" if device == "cuda" else "mpi")
+    main = not distributed or dist.get_rank() == 0
     kw = dict(device=device, data_dir=data_dir, seed=seed, limit=limit, source=source, progress=progress,
-              command=command, num_workers=num_workers, resume=resume, download=download)
+              command=command, num_workers=num_workers, resume=resume, download=download, distributed=distributed)
     if not exp.sweep:
         return run_single(exp, out_dir, **kw)
 
@@ -348,11 +400,14 @@ def run(name, epochs=None, device="cpu", data_dir=None, out="runs", seed=0, limi
         label = variant["label"]
         vexp = exp.with_overrides({k: v for k, v in variant.items() if k != "label"})
         vexp.sweep = []
-        if progress:
+        if progress and main:
             print(f"== {exp.name}: {label}", flush=True)
         results[label] = run_single(vexp, os.path.join(out_dir, label), **dict(kw, resume="auto" if resume else False))
-        with open(os.path.join(out_dir, label, "history.json")) as f:
-            histories[label] = json.load(f)
+        if main:
+            with open(os.path.join(out_dir, label, "history.json")) as f:
+                histories[label] = json.load(f)
+    if not main:
+        return {"experiment": exp.name, "variants": results, "rank": dist.get_rank()}
     viz.plot_sweep(histories, os.path.join(out_dir, "sweep.png"), title=exp.title)
     best = max(results, key=lambda k: (results[k]["best_val_acc"] or -1))
     for f in ("confusion_matrix.png", "curves.png", "classification_report.txt", "history.json", "history.csv",

@@ -150,10 +150,23 @@ def _constant_like(x, ref):
 
 
 # ----------------------------------------------------------------- Tensor
+class HookHandle:
+    """Returned when a hook is registered (on a tensor, or a module's forward); ``remove()`` unregisters it."""
+    _next_id = 0
+
+    def __init__(self, hooks: dict):
+        self.hooks, self.id = hooks, HookHandle._next_id
+        HookHandle._next_id += 1
+
+    def remove(self):
+        self.hooks.pop(self.id, None)
+
+
 class Tensor:
     """An n-dimensional array that can record the operations applied to it."""
 
     __array_priority__ = 1000  # so that ndarray + Tensor calls Tensor.__radd__
+    _post_grad_hooks: dict = {}  # per leaf once a hook is registered (see register_post_accumulate_grad_hook)
 
     def __init__(self, data, requires_grad: bool = False, dtype=None, device=None, _ctx: Function | None = None):
         self.data = _as_array(data, dtype, device)
@@ -275,6 +288,17 @@ class Tensor:
 
     def zero_grad(self):
         self.grad = None
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call ``hook(tensor)`` on this leaf each time a backward has accumulated its ``.grad`` (PyTorch's name):
+        its gradient for that backward is then complete.  Returns a handle whose ``remove()`` unregisters it."""
+        if not self.is_leaf:
+            raise RuntimeError("post-accumulate-grad hooks can only be registered on leaf tensors")
+        if "_post_grad_hooks" not in self.__dict__:
+            self._post_grad_hooks = {}
+        handle = HookHandle(self._post_grad_hooks)
+        self._post_grad_hooks[handle.id] = hook
+        return handle
 
     def backward(self, gradient=None, retain_graph: bool = False):
         """Reverse-mode differentiation of this tensor with respect to every leaf
@@ -402,6 +426,8 @@ def _run_backward(root: Tensor, grad, retain_graph: bool):
             else:
                 t.grad.data = t.grad.data + g
             if ctx is None:
+                for hook in tuple(t._post_grad_hooks.values()):
+                    hook(t)
                 continue
         gxs = ctx.backward(g)
         if not isinstance(gxs, tuple):

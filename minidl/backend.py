@@ -75,6 +75,20 @@ def get_array_module(*arrays):
     return np
 
 
+def nccl():
+    """CuPy's NCCL module (``cupy.cuda.nccl``), or a RuntimeError that says what is missing."""
+    cupy = require_cuda()
+    try:
+        from cupy.cuda import nccl as _nccl
+    except Exception as e:  # CuPy built without NCCL
+        raise RuntimeError(f"CuPy cannot load NCCL ({e}); install the NCCL wheel that matches your CUDA "
+                           f"(`pip install nvidia-nccl-cu12`, or -cu13)") from None
+    if not getattr(_nccl, "available", True):
+        raise RuntimeError("CuPy was built without NCCL; install the NCCL wheel that matches your CUDA "
+                           "(`pip install nvidia-nccl-cu12`, or -cu13)")
+    return cupy, _nccl
+
+
 def xp_for(device: str):
     """The array module of a device name."""
     return require_cuda() if check_device(device) == "cuda" else np

@@ -11,6 +11,13 @@ Losses and correct counts are summed on the device, as arrays; the host reads th
 not stalled by a ``float(loss)`` per step.  A non-finite loss stops the run with a
 ``FloatingPointError`` naming the epoch and the first bad step.
 
+Data-parallel training (``minidl.distributed``): give the Trainer a ``DistributedDataParallel`` model, a
+training loader over this rank's share (a ``DistributedSampler``: the Trainer calls its ``set_epoch`` every
+epoch) and a validation loader over this rank's shard of the validation set (disjoint shards that together
+make the whole set).  Then training and validation losses and counts are summed over the ranks, so the history
+holds the whole job's figures (validation ones equal a one-process evaluation); only rank 0 prints and writes
+files, and checkpoints hold the wrapped module (they load into a one-process model as they are).
+
 Resuming (``fit(..., resume=path)``) restores the model, the optimizer, the scheduler, minidl's
 random generators (dropout masks, augmentation, initialisation), the training loader's shuffling
 generator, the history and the best-so-far, so that a run stopped after epoch k and resumed ends
@@ -24,8 +31,12 @@ import math
 import os
 import time
 
+import numpy as np
+
 from minidl import backend
+from minidl import distributed as dist
 from minidl.autograd import Tensor, no_grad
+from minidl.nn.parallel import DistributedDataParallel
 
 HISTORY_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "time_s")
 
@@ -124,19 +135,28 @@ class _Running:
         self.first_unchecked += len(self.step_losses)
         self.step_losses = []
 
-    def values(self):
-        loss = float(backend.to_numpy(self.loss)) / self.n if self.n else float("nan")
-        acc = float(backend.to_numpy(self.correct)) / self.n if (self.n and self.correct is not None) else None
-        return loss, acc
+    def values(self, across_ranks: bool = False):
+        """(mean loss, accuracy) on the host; ``across_ranks``: of the samples of every rank together."""
+        totals = np.array([0.0 if self.loss is None else float(backend.to_numpy(self.loss)),
+                           0.0 if self.correct is None else float(backend.to_numpy(self.correct)), self.n])
+        if across_ranks:
+            dist.group().all_reduce(totals, "sum")
+        loss_sum, correct, n = totals
+        loss = loss_sum / n if n else float("nan")
+        acc = correct / n if (n and self.correct is not None) else None
+        return float(loss), (None if acc is None else float(acc))
 
 
 # ----------------------------------------------------------------- evaluate
 def evaluate(model, loader, loss_fn=None, device=None, return_outputs: bool = False, progress: bool = False,
-             desc: str = "eval"):
+             desc: str = "eval", sharded: bool = False):
     """Mean loss and accuracy of ``model`` over ``loader``, in eval mode and without a graph.
 
     Returns ``{"loss", "acc", "n"}``; with ``return_outputs=True`` also ``"logits"`` (N, C) and
     ``"targets"`` (N,) as NumPy arrays.  The model's train/eval mode is restored afterwards.
+    ``sharded=True`` (a data-parallel job): ``loader`` holds this rank's shard of the set; sums and counts are
+    reduced over the ranks and the outputs gathered in rank order, so every rank returns what one process
+    evaluating the shards one after the other would.
     """
     loss_fn = loss_fn or _default_loss()
     device = backend.check_device(device) if device is not None else _model_device(model)
@@ -160,14 +180,21 @@ def evaluate(model, loader, loss_fn=None, device=None, return_outputs: bool = Fa
     finally:
         if was_training:
             model.train()
-    if run.n == 0:
+    n = run.n
+    if sharded:
+        n = int(np.asarray(dist.group().all_gather_object(run.n)).sum())
+    if n == 0:
         raise ValueError("evaluate: the loader yielded no samples")
-    loss, acc = run.values()
-    result = {"loss": loss, "acc": acc, "n": run.n}
+    loss, acc = run.values(across_ranks=sharded)
+    result = {"loss": loss, "acc": acc, "n": n}
     if return_outputs:
-        xp = backend.get_array_module(outs[0])
-        result["logits"] = backend.to_numpy(xp.concatenate(outs))
-        result["targets"] = backend.to_numpy(xp.concatenate(tgts))
+        logits = [backend.to_numpy(o) for o in outs]
+        targets = [backend.to_numpy(t) for t in tgts]
+        if sharded:
+            logits = [a for part in dist.group().all_gather_object(logits) for a in part]
+            targets = [a for part in dist.group().all_gather_object(targets) for a in part]
+        result["logits"] = np.concatenate(logits)
+        result["targets"] = np.concatenate(targets)
     return result
 
 
@@ -218,6 +245,10 @@ class Trainer:
             raise ValueError(f"early_stopping is a patience in epochs (>= 1) or None, got {early_stopping}")
         self.device = backend.check_device(device) if device is not None else _model_device(model)
         self.model = model.to(self.device)
+        self.ddp = model if isinstance(model, DistributedDataParallel) else None
+        self.module = model.module if self.ddp is not None else model  # what checkpoints hold
+        is_main = self.ddp is None or self.ddp.process_group.rank == 0  # the rank that prints and writes
+        progress, out_dir = (progress, out_dir) if is_main else (False, None)
         self.optimizer = optimizer
         self.train_loader = train_loader
         self.val_loader = val_loader
@@ -259,12 +290,12 @@ class Trainer:
 
     def state_dict(self) -> dict:
         """Everything a resumed run needs, in memory (``save_checkpoint`` writes the same to a file)."""
-        return {"epoch": self.epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"epoch": self.epoch, "model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                 "rng": backend.get_rng_state(), "extra": self._extra_state()}
 
     def load_state_dict(self, state: dict):
-        self.model.load_state_dict(state["model"])
+        self.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
@@ -275,14 +306,14 @@ class Trainer:
         """Write model, optimizer, scheduler, RNG states, loader shuffling state, history and
         best-so-far to ``path`` with ``minidl.io.save_checkpoint``."""
         from minidl import io
-        io.save_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+        io.save_checkpoint(path, model=self.module, optimizer=self.optimizer, scheduler=self.scheduler,
                            epoch=self.epoch, extra=self._extra_state())
         return os.fspath(path)
 
     def resume(self, path):
         """Load a checkpoint written by ``save_checkpoint`` (e.g. ``out_dir/last.ckpt``)."""
         from minidl import io
-        ckpt = io.load_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+        ckpt = io.load_checkpoint(path, model=self.module, optimizer=self.optimizer, scheduler=self.scheduler,
                                   map_location=self.device)  # restores the RNG states too
         self._load_extra(ckpt["epoch"], ckpt.get("extra") or {})
         return self
@@ -291,6 +322,9 @@ class Trainer:
     def train_epoch(self, epoch: int, epochs: int | None = None):
         """One pass over the training loader; returns (mean loss, accuracy)."""
         self.model.train()
+        sampler = getattr(self.train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):  # a DistributedSampler: a new order each epoch, the same on every rank
+            sampler.set_epoch(epoch)
         run = _Running()
         bar = None
         it = self.train_loader
@@ -321,7 +355,7 @@ class Trainer:
                 bar.close()
         if run.n == 0:
             raise ValueError("the training loader yielded no samples")
-        return run.values()
+        return run.values(across_ranks=self.ddp is not None)
 
     def fit(self, epochs: int, resume=None):
         """Train until ``epochs`` epochs are done (counting those of a resumed checkpoint);
@@ -337,7 +371,9 @@ class Trainer:
             row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                    "val_loss": None, "val_acc": None, "lr": lr}
             if self.val_loader is not None:
-                ev = evaluate(self.model, self.val_loader, self.loss_fn, self.device)
+                if self.ddp is not None:
+                    self.ddp.sync_buffers()  # one model on every shard: rank 0's running statistics
+                ev = evaluate(self.module, self.val_loader, self.loss_fn, self.device, sharded=self.ddp is not None)
                 row["val_loss"], row["val_acc"] = ev["loss"], ev["acc"]
             backend.synchronize(self.device)
             row["time_s"] = time.perf_counter() - t0
@@ -360,7 +396,7 @@ class Trainer:
                 if self.checkpoint:
                     if improved:
                         from minidl import io
-                        io.save_checkpoint(os.path.join(self.out_dir, "best.ckpt"), model=self.model,
+                        io.save_checkpoint(os.path.join(self.out_dir, "best.ckpt"), model=self.module,
                                            epoch=epoch, extra={self.monitor: row[self.monitor]})
                     self.save_checkpoint(os.path.join(self.out_dir, "last.ckpt"))
             if self.early_stopping is not None and since_best >= self.early_stopping:

@@ -252,3 +252,18 @@ def test_to_and_from_cuda_round_trip(device):
     np.testing.assert_allclose(x.grad.numpy(), [3.0, 3.0])
     assert y.cpu().device == "cpu"
     assert mdl.get_array_module(y.data) is (np if device == "cpu" else backend.require_cuda())
+
+
+def test_post_accumulate_grad_hook_sees_the_complete_gradient_once_per_backward():
+    w = mdl.tensor([1.0, 2.0], requires_grad=True)
+    seen = []
+    handle = w.register_post_accumulate_grad_hook(lambda t: seen.append(t.grad.numpy().copy()))
+    (w * 3 + w * w).sum().backward()          # two paths into w: the hook fires after both have been summed
+    assert len(seen) == 1 and np.allclose(seen[0], [5.0, 7.0])
+    (w * 2).sum().backward()                  # accumulated: the hook sees the running total
+    assert len(seen) == 2 and np.allclose(seen[1], [7.0, 9.0])
+    handle.remove()
+    (w * 2).sum().backward()
+    assert len(seen) == 2
+    with pytest.raises(RuntimeError, match="leaf"):
+        (w * 2).register_post_accumulate_grad_hook(print)

@@ -12,13 +12,14 @@ from minidl.data.download import (DatasetFormatError, DatasetNotFoundError, Down
                                   default_root, download_url, extract_archive, md5sum)
 from minidl.data.loader import DataLoader
 from minidl.data.mnist import MNIST, FashionMNIST, read_idx
-from minidl.data.sampler import (BatchSampler, RandomSampler, Sampler, SequentialSampler, SubsetRandomSampler,
-                                 WeightedRandomSampler)
+from minidl.data.sampler import (BatchSampler, DistributedSampler, RandomSampler, Sampler, SequentialSampler,
+                                 SubsetRandomSampler, WeightedRandomSampler)
 from minidl.data.splits import first_last_split, random_split
 from minidl.data.stats import mean_std
 
 __all__ = ["datasets", "transforms", "DataLoader", "Dataset", "ArrayDataset", "Subset", "MNIST", "FashionMNIST",
            "CIFAR10", "CIFAR100", "read_idx", "first_last_split", "random_split", "mean_std", "Sampler",
-           "SequentialSampler", "RandomSampler", "SubsetRandomSampler", "WeightedRandomSampler", "BatchSampler",
+           "SequentialSampler", "RandomSampler", "DistributedSampler", "SubsetRandomSampler", "WeightedRandomSampler",
+           "BatchSampler",
            "default_root", "download_url", "extract_archive", "check_integrity", "md5sum", "DatasetFormatError",
            "DatasetNotFoundError", "DownloadError"]

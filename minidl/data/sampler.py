@@ -123,3 +123,53 @@ class BatchSampler(Sampler):
     def __len__(self):
         n = len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+
+class DistributedSampler(_ArraySampler):
+    """This rank's share of ``dataset`` for data-parallel training (PyTorch's semantics).
+
+    Each epoch the indices (shuffled with a generator seeded by ``seed + epoch``, the same on every rank; call
+    ``set_epoch(epoch)`` before each epoch) are padded by repeating their start to a multiple of
+    ``num_replicas`` (or, with ``drop_last``, cut to one), and rank r takes every ``num_replicas``-th from r on: the
+    ranks' shares partition the (padded or cut) epoch.  ``num_replicas`` and ``rank`` default to the default
+    process group's (``minidl.distributed.init_process_group``).
+    """
+
+    def __init__(self, dataset, num_replicas: int | None = None, rank: int | None = None, shuffle: bool = True,
+                 seed: int = 0, drop_last: bool = False):
+        if num_replicas is None or rank is None:
+            from minidl import distributed as dist
+            if not dist.is_initialized():
+                raise RuntimeError("DistributedSampler: give num_replicas and rank, or call "
+                                   "minidl.distributed.init_process_group() first")
+            num_replicas = dist.get_world_size() if num_replicas is None else num_replicas
+            rank = dist.get_rank() if rank is None else rank
+        if not isinstance(num_replicas, (int, np.integer)) or num_replicas < 1:
+            raise ValueError(f"num_replicas must be a positive int, got {num_replicas!r}")
+        if not isinstance(rank, (int, np.integer)) or not 0 <= rank < num_replicas:
+            raise ValueError(f"Invalid rank {rank}, rank should be in the interval [0, {num_replicas - 1}]")
+        self.dataset, self.num_replicas, self.rank = dataset, int(num_replicas), int(rank)
+        self.shuffle, self.seed, self.drop_last, self.epoch = bool(shuffle), int(seed), bool(drop_last), 0
+        n = len(dataset)
+        if self.drop_last:  # the tail that does not fill a round is dropped
+            self.num_samples = n // self.num_replicas
+        else:
+            self.num_samples = -(-n // self.num_replicas)
+        self.total_size = self.num_samples * self.num_replicas
+
+    def set_epoch(self, epoch: int):
+        """Shuffle differently each epoch (the same way on every rank)."""
+        self.epoch = int(epoch)
+
+    def index_array(self):
+        n = len(self.dataset)
+        if self.shuffle:
+            idx = np.random.default_rng(self.seed + self.epoch).permutation(n).astype(np.int64)
+        else:
+            idx = np.arange(n, dtype=np.int64)
+        if self.total_size > n:  # pad with the epoch's first indices (repeated if the padding is longer than n)
+            idx = np.resize(idx, self.total_size)
+        return idx[:self.total_size][self.rank::self.num_replicas]
+
+    def __len__(self):
+        return self.num_samples

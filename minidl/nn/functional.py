@@ -86,21 +86,28 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
     op = _BatchNorm(eps)
     out = op(input, gamma, beta)
     if training and running_mean is not None:
-        if num_batches_tracked is not None:
-            num_batches_tracked.data += 1
-        if momentum is None:
-            if num_batches_tracked is None:
-                raise ValueError("batch_norm with momentum=None (cumulative average) needs num_batches_tracked")
-            # 1/n as a 0-d array on the tensor's device: reading n back (.item()) would stop the GPU each step
-            factor = 1.0 / num_batches_tracked.data.astype("float64")
-        else:
-            factor = float(momentum)
-        unbiased = op.var * op.var.dtype.type(op.m / (op.m - 1))
-        for buf, stat in ((running_mean, op.mean), (running_var, unbiased)):
-            a = buf.data
-            a *= _as_dtype(1.0 - factor, a.dtype)
-            a += stat.astype(a.dtype, copy=False) * _as_dtype(factor, a.dtype)
+        _update_running_stats(running_mean, running_var, num_batches_tracked, momentum, op.mean, op.var, op.m)
     return out
+
+
+def _update_running_stats(running_mean, running_var, num_batches_tracked, momentum, mean, var, count):
+    """r <- (1 - momentum) r + momentum * stat in place, with the unbiased variance count/(count-1) var for
+    running_var; momentum=None: a cumulative average over ``num_batches_tracked`` batches.  ``count`` (values
+    per channel) is an int, or a 0-d array left on the device (SyncBatchNorm's, summed over the ranks)."""
+    if num_batches_tracked is not None:
+        num_batches_tracked.data += 1
+    if momentum is None:
+        if num_batches_tracked is None:
+            raise ValueError("batch_norm with momentum=None (cumulative average) needs num_batches_tracked")
+        # 1/n as a 0-d array on the tensor's device: reading n back (.item()) would stop the GPU each step
+        factor = 1.0 / num_batches_tracked.data.astype("float64")
+    else:
+        factor = float(momentum)
+    unbiased = var * _as_dtype(count / (count - 1), var.dtype)
+    for buf, stat in ((running_mean, mean), (running_var, unbiased)):
+        a = buf.data
+        a *= _as_dtype(1.0 - factor, a.dtype)
+        a += stat.astype(a.dtype, copy=False) * _as_dtype(factor, a.dtype)
 
 
 def _as_dtype(v, dtype):

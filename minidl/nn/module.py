@@ -12,23 +12,10 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 
 from minidl import backend
-from minidl.autograd import Tensor
+from minidl.autograd import HookHandle, Tensor
 from minidl.nn.parameter import Parameter
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
-
-
-class _HookHandle:
-    """Returned by ``register_forward_hook``; ``remove()`` unregisters the hook."""
-
-    _next_id = 0
-
-    def __init__(self, hooks: dict):
-        self.hooks, self.id = hooks, _HookHandle._next_id
-        _HookHandle._next_id += 1
-
-    def remove(self):
-        self.hooks.pop(self.id, None)
 
 
 def _addindent(text: str, n: int) -> str:
@@ -181,9 +168,9 @@ class Module:
                 out = r
         return out
 
-    def register_forward_hook(self, hook) -> _HookHandle:
+    def register_forward_hook(self, hook) -> HookHandle:
         """Call ``hook(module, inputs, output)`` after every forward; a non-None result replaces the output."""
-        handle = _HookHandle(self._forward_hooks)
+        handle = HookHandle(self._forward_hooks)
         self._forward_hooks[handle.id] = hook
         return handle
 

@@ -1,0 +1,67 @@
+"""Synchronised batch normalisation: the statistics of the whole batch that the ranks hold between them.
+
+The op takes ``reduce``, a function that sums a float64 vector over the ranks in place (the layer passes the
+process group's all-reduce; one process passes the identity, and the op is then batch_norm), so ops import no
+communication code.
+"""
+from minidl import backend
+from minidl.autograd import Function
+from minidl.ops.reduce import channel_dot, channel_sum
+
+
+class SyncBatchNorm(Function):
+    """Rank r holds x_r of shape (N_r, C, ...), m_r = N_r * H * W positions per channel; R(.) sums over the ranks.
+    M = R(m_r),  mu = R(sum x_r) / M,  var = R(sum (x_r - mu)^2) / M  (two passes and two all-reduces, as
+    batch_norm's two passes: no cancellation),  xhat = (x - mu) / sqrt(var + eps),  y = gamma xhat + beta.
+    dx = gamma / (M sqrt(var + eps)) * (M gy - R(sum gy) - xhat R(sum gy xhat))  (one all-reduce of both sums);
+    dgamma = sum gy xhat,  dbeta = sum gy  over this rank's share only, as in PyTorch's SyncBatchNorm: the
+    data-parallel wrapper averages them with every other parameter's gradient.
+    Sums are local as in batch_norm (sum gy xhat = s (sum gy x - mu sum gy), s = 1 / sqrt(var + eps)); what
+    crosses ranks is reduced in float64.  ``self.mean``, ``self.var`` (biased) and ``self.count`` (M, a 0-d
+    float64 array, left on the device) serve the running statistics."""
+    name = "sync_batch_norm"
+
+    def __init__(self, reduce, eps=1e-5):
+        self.reduce, self.eps = reduce, eps
+
+    def forward(self, x, gamma, beta):
+        if x.ndim < 2:
+            raise ValueError(f"sync_batch_norm expects input of shape (N, C) or (N, C, ...), got {tuple(x.shape)}")
+        c = x.shape[1]
+        for what, v in (("weight", gamma), ("bias", beta)):
+            if v.shape != (c,):
+                raise ValueError(f"sync_batch_norm: {what} must have shape ({c},) for input of shape "
+                                 f"{tuple(x.shape)}, got {tuple(v.shape)}")
+        xp = backend.get_array_module(x)
+        dt = x.dtype.type
+        self.shape = (1, c) + (1,) * (x.ndim - 2)
+        sums = xp.empty(c + 1, dtype="float64")
+        sums[:c] = channel_sum(x)
+        sums[c] = x.size // c if c else 0
+        self.reduce(sums)
+        self.count = sums[c]
+        self.mean = (sums[:c] / self.count).astype(x.dtype)
+        y = x - self.mean.reshape(self.shape)                   # x - mu, scaled and shifted in place below
+        self.var = (self.reduce(channel_dot(y, y).astype("float64")) / self.count).astype(x.dtype)
+        self.inv_std = 1 / xp.sqrt(self.var + dt(self.eps))
+        y *= (gamma * self.inv_std).reshape(self.shape)
+        y += beta.reshape(self.shape)
+        self.x, self.gamma = x, gamma
+        return y
+
+    def backward(self, gy):
+        xp = backend.get_array_module(gy)
+        c = gy.shape[1]
+        sum_gy = channel_sum(gy)
+        sum_gy_xhat = self.inv_std * (channel_dot(gy, self.x) - self.mean * sum_gy)
+        gx = None
+        if self.needs_input_grad[0]:
+            both = self.reduce(xp.concatenate([sum_gy, sum_gy_xhat]).astype("float64"))
+            m = self.count.astype(gy.dtype)
+            total_gy, total_gy_xhat = both[:c].astype(gy.dtype), both[c:].astype(gy.dtype)
+            p = -self.inv_std * total_gy_xhat / m                 # dx = a (gy + p x + q), as batch_norm's backward
+            gx = self.x * p.reshape(self.shape)
+            gx += gy
+            gx += (-total_gy / m - p * self.mean).reshape(self.shape)
+            gx *= (self.gamma * self.inv_std).reshape(self.shape)
+        return gx, sum_gy_xhat, sum_gy
