@@ -123,7 +123,7 @@ experiment() {
 
 runs() {  # every experiment in $EXPERIMENTS at once, one process each, stopped after $RUN_SECONDS
     prepare || return 1
-    local limit=${RUN_SECONDS:-480} name resume pids="" keep=""
+    local limit=${RUN_SECONDS:-480} name resume pids=""
     mkdir -p "$RUNS"
     log "runs: $EXPERIMENTS (each stopped after $limit s; an unfinished one keeps last.ckpt for --resume)"
     for name in $EXPERIMENTS; do
@@ -135,9 +135,12 @@ runs() {  # every experiment in $EXPERIMENTS at once, one process each, stopped 
         pids="$pids $!"
     done
     wait $pids
-    # finished runs without checkpoints, unfinished ones with last.ckpt, in parts of 15 MB (16 MB a file come back)
-    for name in $EXPERIMENTS; do [ -f "$RUNS/$name/metrics.json" ] && keep="$keep --exclude=$name/*.ckpt"; done
-    (cd "$RUNS" && tar czf - --exclude=best.ckpt $keep $EXPERIMENTS *.log) | split -b 15m - "$OUT/runs.tgz.part-"
+    # everything but checkpoints, and last.ckpt of each (sweep variant's) folder that has no metrics.json yet, in
+    # parts of 15 MB (a file back from the device holds 16 MB)
+    (cd "$RUNS" && { find $EXPERIMENTS -type f ! -name '*.ckpt'; ls *.log
+                     for c in $(find $EXPERIMENTS -name last.ckpt); do
+                         [ -f "$(dirname "$c")/metrics.json" ] || echo "$c"; done; } > /tmp/minidl_pack.txt
+     tar czf - -T /tmp/minidl_pack.txt) | split -b 15m - "$OUT/runs.tgz.part-"
     log "packed: $(cd "$OUT" && ls -l runs.tgz.part-* | awk '{print $NF, $5}' | tr '\n' ' ')"
 }
 
