@@ -109,8 +109,8 @@ class ReLU(Function):
     """y = max(x, 0);  dx = gy where x > 0, else 0  (= gy * [y > 0])
 
     Backward writes the mask [y > 0] as 1.0/0.0 straight into the new dx and multiplies by gy in place:
-    two float passes and no bool temporary to allocate and cast (benchmarks/pool_relu.py), the same
-    numbers as gy * (y > 0), bit for bit."""
+    two float passes and no bool temporary to allocate and cast, the same numbers as gy * (y > 0), bit for
+    bit (tests/test_pool_relu.py)."""
     name = "relu"
 
     def forward(self, x):
