@@ -63,9 +63,8 @@ def _conv_products(n, cin, k, ks, pad, size, first):
     op.setup(np.empty((n, cin, size, size), np.float32), np.empty((k, cin, ks, ks), np.float32), None)
     # the input image (few channels) is read as planes into a (features, rows) buffer, and col is its transpose
     planes = first and cin <= conv.PLANES_MAX_CHANNELS
-    hp = size + 2 * pad
-    cols = conv.Columns(np.empty((n, cin, hp, hp) if planes else (n, hp, hp, cin), np.float32), op.kernel,
-                        op.stride, op.dilation, op.out_hw, planes, ones=True, keep=True)
+    cols = conv.Columns(np.empty((n, cin, size, size) if planes else (n, size, size, cin), np.float32), op.pads,
+                        op.kernel, op.stride, op.dilation, op.out_hw, planes, ones=True, keep=True)
     prods = []
     for rows, width in _col_shapes(cols):
         prods.append(Product((rows, width), (width, k), 1, "a" if planes else ""))     # y = col @ W
@@ -77,9 +76,8 @@ def _conv_products(n, cin, k, ks, pad, size, first):
         return prods
     full = conv.full_correlation_pads(op.x_shape, op.kernel, op.stride, op.pads, op.dilation, op.out_hw)
     if full is not None:                                      # dx = full correlation of gy
-        t, b, l, r = full
-        gcols = conv.Columns(np.empty((n, size + t + b, size + l + r, k), np.float32), op.kernel, (1, 1),
-                             op.dilation, (size, size))
+        gcols = conv.Columns(np.empty((n,) + op.out_hw + (k,), np.float32), full, op.kernel, (1, 1), op.dilation,
+                             (size, size))
         prods += [Product((rows, width), (width, cin)) for rows, width in _col_shapes(gcols)]
     else:                                                     # dcol = gy @ W_pq^T per offset, then col2im
         out = op.out_hw[0]

@@ -77,9 +77,9 @@ def test_every_path_of_the_cpu_conv_kernel_equals_reference(case, path, monkeypa
     built = []
 
     class Recording(cpu.Columns):
-        def __init__(self, xpad, kernel, stride, dilation, out_hw, planes=False, ones=False, keep=False):
-            super().__init__(xpad, kernel, stride, dilation, out_hw, planes, ones, keep)
-            built.append((id(xpad), planes, len(self.ranges)))
+        def __init__(self, x, pads, kernel, stride, dilation, out_hw, planes=False, ones=False, keep=False):
+            super().__init__(x, pads, kernel, stride, dilation, out_hw, planes, ones, keep)
+            built.append((id(x), planes, len(self.ranges)))
 
     for name, value in zip(("PLANES_MAX_CHANNELS", "FULL_CORRELATION_MAX_RATIO", "KEEP_COLUMNS_BYTES",
                             "CHUNK_BYTES"), CONV_PATHS[path]):
@@ -88,10 +88,23 @@ def test_every_path_of_the_cpu_conv_kernel_equals_reference(case, path, monkeypa
     assert_same(run(case, "float64", "cpu", "fast"), run(case, "float64", "cpu", "reference"), 1e-10)
     forward = built[0]
     assert forward[1] is path.startswith("planes")
-    # the weight gradient rebuilds the forward's columns (the same padded input) only when they were not kept
+    # the weight gradient rebuilds the forward's columns (from the same input) only when they were not kept
     assert len([b for b in built[1:] if b[0] == forward[0]]) == (0 if path.endswith("kept") else 1)
     if path.endswith("chunked") and case.inputs(np.random.default_rng(0))[0].shape[0] > 1:
         assert forward[2] > 1
+
+
+def test_the_cpu_conv_kernel_keeps_no_padded_copy_of_its_input(monkeypatch):
+    """Each chunk of images is padded into a small reused buffer: backward keeps the input itself."""
+    monkeypatch.setattr(cpu, "CHUNK_BYTES", 1)          # one image a chunk
+    monkeypatch.setattr(cpu, "KEEP_COLUMNS_BYTES", 0)
+    rng = np.random.default_rng(0)
+    x = np.ascontiguousarray(rng.standard_normal((5, 6, 7, 8), dtype=np.float32)).transpose(0, 3, 1, 2)  # NHWC
+    w = rng.standard_normal((4, 8, 3, 3), dtype=np.float32)
+    _, saved = cpu.conv2d_forward(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1), (6, 7))
+    assert saved.cols is None and np.shares_memory(saved.x, x)
+    cols = cpu.Columns(saved.x, saved.pads, (3, 3), (1, 1), (1, 1), (6, 7))
+    assert len(cols.ranges) == 5 and cols.pbuf.shape == (1, 8, 9, 8)
 
 
 @pytest.mark.parametrize("op,args", [

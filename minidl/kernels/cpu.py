@@ -41,26 +41,20 @@ PLANES_MAX_CHANNELS = 4
 
 
 # ====================================================================== padding, windows, columns
-def pad_nhwc(x, pads, value=0):
-    """x (N, H, W, C) with ``pads`` = (top, bottom, left, right) rows/columns of ``value`` around it (a new
-    C-contiguous array; ``x`` itself when there is nothing to pad and it is already contiguous)."""
+def pad_nhwc(x, pads, value=0, out=None):
+    """x (N, H, W, C) with ``pads`` = (top, bottom, left, right) rows/columns of ``value`` around it, written
+    into ``out`` (N, H + top + bottom, W + left + right, C) when given, else a new C-contiguous array (``x``
+    itself where there is nothing to pad and it is C-contiguous already)."""
     t, b, l, r = pads
-    xp = backend.get_array_module(x)
-    if not any(pads):
-        return xp.ascontiguousarray(x)
     n, h, w, c = x.shape
-    out = xp.empty((n, h + t + b, w + l + r, c), dtype=x.dtype)
+    if out is None and not any(pads):
+        return backend.get_array_module(x).ascontiguousarray(x)
+    if out is None:
+        out = backend.get_array_module(x).empty((n, h + t + b, w + l + r, c), dtype=x.dtype)
     for rows in (out[:, :t], out[:, h + t:], out[:, t:h + t, :l], out[:, t:h + t, w + l:]):
         rows[...] = value
     out[:, t:h + t, l:w + l] = x
     return out
-
-
-def pad_nchw(x, pads):
-    """x (N, C, H, W) with zero padding (C-contiguous): ``pad_nhwc`` of its (N C, H, W, 1) view."""
-    n, c, h, w = x.shape
-    out = pad_nhwc(x.reshape(n * c, h, w, 1), pads)
-    return out.reshape(n, c, out.shape[1], out.shape[2])
 
 
 def windows(xpad, kernel, stride, dilation, out_hw):
@@ -82,13 +76,15 @@ def chunks(n, row_bytes):
 
 
 class Columns:
-    """The im2col matrix of a padded input, built chunk by chunk of whole images into one reused buffer:
-    ``for s, e, col in Columns(...)`` gives col (rows (n, i, j) of images s..e, one column per window
-    feature, and with ``ones=True`` a last column of ones that multiplies the bias).  Two memory layouts:
+    """The im2col matrix of an input with zero padding ``pads``, built chunk by chunk of whole images into one
+    reused buffer: ``for s, e, col in Columns(...)`` gives col (rows (n, i, j) of images s..e, one column per
+    window feature, and with ``ones=True`` a last column of ones that multiplies the bias).  Each chunk's
+    images are first padded into a small reused buffer (there is no padded copy of the whole input, which
+    would be as large again).  Two memory layouts:
 
-    - NHWC, ``xpad`` (N, Hp, Wp, C) (every layer after the first): features (p, q, c); a chunk is one
-      strided copy of the ``windows`` view, whose contiguous runs are kw C elements.
-    - planes, ``xpad`` (N, C, Hp, Wp) C-contiguous (the input image: NCHW memory, few channels): features
+    - NHWC, ``x`` (N, H, W, C) (every layer after the first): features (p, q, c); a chunk is one strided copy
+      of the ``windows`` view, whose contiguous runs are kw C elements.
+    - planes, ``x`` (N, C, H, W) C-contiguous (the input image: NCHW memory, few channels): features
       (c, p, q); a chunk is C kh kw copies of shifted (N, Ho, Wo) planes, with contiguous runs of Wo
       elements, into a (features, rows) buffer whose transpose is col (BLAS reads it transposed at no cost).
 
@@ -96,34 +92,47 @@ class Columns:
     built in one chunk and kept, so that iterating again (the backward's weight gradient) rebuilds nothing.
     """
 
-    def __init__(self, xpad, kernel, stride, dilation, out_hw, planes=False, ones=False, keep=False):
-        self.xp = backend.get_array_module(xpad)
-        self.xpad, self.kernel, self.stride, self.dilation, self.out_hw = xpad, kernel, stride, dilation, out_hw
-        self.planes, self.ones = planes, ones
-        n, self.c = xpad.shape[0], xpad.shape[1 if planes else 3]
-        (kh, kw), (ho, wo) = kernel, out_hw
+    def __init__(self, x, pads, kernel, stride, dilation, out_hw, planes=False, ones=False, keep=False):
+        self.xp = backend.get_array_module(x)
+        self.x, self.pads, self.kernel, self.stride, self.dilation = x, tuple(pads), kernel, stride, dilation
+        self.out_hw, self.planes, self.ones = out_hw, planes, ones
+        n, self.c = x.shape[0], x.shape[1 if planes else 3]
+        (kh, kw), (ho, wo), (t, b, l, r) = kernel, out_hw, self.pads
         self.features = kh * kw * self.c
         self.width = self.features + ones           # columns of col
-        row_bytes = xpad.itemsize * ho * wo * self.width
+        row_bytes = x.itemsize * ho * wo * self.width
         self.keep = keep and n * row_bytes <= KEEP_COLUMNS_BYTES
         self.ranges = [(0, n)] if self.keep else chunks(n, row_bytes)
         self.built = None
         step = self.ranges[0][1] - self.ranges[0][0]
-        self.buf = self.xp.empty(step * ho * wo * self.width, dtype=xpad.dtype)
-        if not planes:
-            self.win = windows(xpad, kernel, stride, dilation, out_hw)
+        self.buf = self.xp.empty(step * ho * wo * self.width, dtype=x.dtype)
+        h, w = x.shape[2:] if planes else x.shape[1:3]
+        self.pbuf = None if not any(self.pads) else self.xp.empty(
+            (step * self.c if planes else step, h + t + b, w + l + r, 1 if planes else self.c), dtype=x.dtype)
+
+    def padded(self, s, e):
+        """Images s..e padded, NHWC (or, for planes, (N, C, Hp, Wp)): in the reused buffer, or x itself."""
+        if self.pbuf is None:
+            return self.xp.ascontiguousarray(self.x[s:e])
+        if not self.planes:
+            return pad_nhwc(self.x[s:e], self.pads, out=self.pbuf[:e - s])
+        n, c, h, w = self.x[s:e].shape
+        out = pad_nhwc(self.x[s:e].reshape(n * c, h, w, 1), self.pads, out=self.pbuf[:n * c])
+        return out.reshape(n, c, out.shape[1], out.shape[2])
 
     def __iter__(self):
         (kh, kw), (s1, s2), (d1, d2), (ho, wo) = self.kernel, self.stride, self.dilation, self.out_hw
         f = self.features
         if self.built is not None:
-            yield 0, self.xpad.shape[0], self.built
+            yield 0, self.x.shape[0], self.built
             return
         for s, e in self.ranges:
             rows = (e - s) * ho * wo
+            xpad = self.padded(s, e)
             if not self.planes:
                 col = self.buf[:rows * self.width].reshape(rows, self.width)
-                col[:, :f].reshape((e - s,) + self.win.shape[1:])[...] = self.win[s:e]
+                win = windows(xpad, self.kernel, self.stride, self.dilation, self.out_hw)
+                col[:, :f].reshape(win.shape)[...] = win
                 if self.ones:
                     col[:, f] = 1
                 if self.keep:
@@ -136,7 +145,7 @@ class Columns:
                 for q in range(kw):
                     i = slice(d1 * p, d1 * p + s1 * (ho - 1) + 1, s1)
                     j = slice(d2 * q, d2 * q + s2 * (wo - 1) + 1, s2)
-                    planes[:, p, q] = self.xpad[s:e, :, i, j].transpose(1, 0, 2, 3)
+                    planes[:, p, q] = xpad[:, :, i, j].transpose(1, 0, 2, 3)
             if self.ones:
                 colt[f] = 1
             if self.keep:
@@ -163,7 +172,7 @@ def conv_gemm(cols, wmat):
     """y (N, Ho, Wo, K) = col @ wmat for ``Columns`` cols and wmat (width, K) (``weight_matrix``, which
     carries the bias when cols has its column of ones): one GEMM per chunk of images, straight into y's rows."""
     (ho, wo), k = cols.out_hw, wmat.shape[1]
-    y = cols.xp.empty((cols.xpad.shape[0], ho, wo, k), dtype=cols.xpad.dtype)
+    y = cols.xp.empty((cols.x.shape[0], ho, wo, k), dtype=cols.x.dtype)
     for s, e, col in cols:
         cols.xp.matmul(col, wmat, out=y[s:e].reshape(-1, k))
     return y
@@ -195,19 +204,18 @@ def col2im_offsets(dcol, kernel, stride, dilation, out_hw, out):
 
 
 # ====================================================================== conv2d
-ConvSaved = namedtuple("ConvSaved", "xpad planes cols w has_bias x_shape stride pads dilation out_hw")
-"""What conv2d_backward needs: the padded input (and the kept columns, or None) and the geometry."""
+ConvSaved = namedtuple("ConvSaved", "x planes cols w has_bias stride pads dilation out_hw")
+"""What conv2d_backward needs: the input (NHWC, or NCHW for planes), the kept columns or None, the geometry."""
 
 
 def conv2d_forward(x, w, b, stride, pads, dilation, out_hw):
     """y (N, K, Ho, Wo), an NCHW view of NHWC memory, of conv2d (minidl/ops/conv.py), and what backward needs."""
     # the input image (NCHW memory, few channels) is read as planes, every other input as NHWC
     planes = x.shape[1] <= PLANES_MAX_CHANNELS and x.flags.c_contiguous
-    xpad = pad_nchw(x, pads) if planes else pad_nhwc(x.transpose(0, 2, 3, 1), pads)
-    cols = Columns(xpad, w.shape[2:], stride, dilation, out_hw, planes, b is not None, keep=True)
+    xl = x if planes else x.transpose(0, 2, 3, 1)
+    cols = Columns(xl, pads, w.shape[2:], stride, dilation, out_hw, planes, b is not None, keep=True)
     y = conv_gemm(cols, cols.weight_matrix(w, b))
-    saved = ConvSaved(xpad, planes, cols if cols.keep else None, w, b is not None, x.shape, stride, pads, dilation,
-                      out_hw)
+    saved = ConvSaved(xl, planes, cols if cols.keep else None, w, b is not None, stride, pads, dilation, out_hw)
     return y.transpose(0, 3, 1, 2), saved
 
 
@@ -218,7 +226,7 @@ def conv2d_backward(gy, s, needs):
     need_gb = s.has_bias and needs[2]
     if needs[1]:  # with the column of ones, db comes out of the same GEMM as dW
         cols = s.cols if s.cols is not None else Columns(
-            s.xpad, s.w.shape[2:], s.stride, s.dilation, s.out_hw, s.planes, need_gb)
+            s.x, s.pads, s.w.shape[2:], s.stride, s.dilation, s.out_hw, s.planes, need_gb)
         gw = cols.weight_grad(conv_weight_grad(cols, g))
         if cols.ones:
             gw, db = gw
@@ -226,11 +234,12 @@ def conv2d_backward(gy, s, needs):
     elif need_gb:
         gb = channel_sum(gy)
     if needs[0]:
-        full = full_correlation_pads(s.x_shape, s.w.shape[2:], s.stride, s.pads, s.dilation, s.out_hw)
+        x_shape = s.x.shape if s.planes else (s.x.shape[0], s.x.shape[3]) + s.x.shape[1:3]
+        full = full_correlation_pads(x_shape, s.w.shape[2:], s.stride, s.pads, s.dilation, s.out_hw)
         if full is None:
-            gx = conv_input_grad_col2im(g, s.w, s.x_shape, s.stride, s.pads, s.dilation, s.out_hw)
+            gx = conv_input_grad_col2im(g, s.w, x_shape, s.stride, s.pads, s.dilation, s.out_hw)
         else:
-            gx = conv_input_grad_full(g, s.w, s.x_shape, s.dilation, full)
+            gx = conv_input_grad_full(g, s.w, x_shape, s.dilation, full)
         gx = gx.transpose(0, 3, 1, 2)
     return (gx, gw, gb) if s.has_bias else (gx, gw)
 
@@ -252,7 +261,7 @@ def conv_input_grad_full(g, w, x_shape, dilation, full):
     and one GEMM per chunk, with N H W rows (the input's size, not the output's)."""
     k, c, kh, kw = w.shape
     wflip = w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(kh * kw * k, c)
-    return conv_gemm(Columns(pad_nhwc(g, full), (kh, kw), (1, 1), dilation, tuple(x_shape[2:])), wflip)
+    return conv_gemm(Columns(g, full, (kh, kw), (1, 1), dilation, tuple(x_shape[2:])), wflip)
 
 
 def conv_input_grad_col2im(g, w, x_shape, stride, pads, dilation, out_hw):
