@@ -95,6 +95,8 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
             factor = 1.0 / num_batches_tracked.data.astype("float64")
         else:
             factor = float(momentum)
+        if op.mean is None:   # an empty batch has no statistics: PyTorch only counts it
+            return out
         unbiased = op.var * op.var.dtype.type(op.m / (op.m - 1))
         for buf, stat in ((running_mean, op.mean), (running_var, unbiased)):
             a = buf.data

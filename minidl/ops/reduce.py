@@ -50,6 +50,7 @@ class Sum(_Reduce):
 class Mean(_Reduce):
     """y = (1/n) sum_i x_i;  dx_i = gy / n"""
     name = "mean"
+    floating = ("input",)
 
     def reduce(self, x, axes):
         self.n = 1
@@ -95,6 +96,7 @@ class Var(_Reduce):
     """y = sum_i (x_i - mean)^2 / (n - correction);  dx_i = gy * 2 (x_i - mean) / (n - correction).
     ``correction=1`` (the default, as in PyTorch) is the unbiased estimate; 0 the population variance."""
     name = "var"
+    floating = ("input",)
 
     def __init__(self, axis=None, keepdims=False, correction=1):
         super().__init__(axis, keepdims)
