@@ -161,3 +161,17 @@ def test_throughput_compares_ops_settings_in_one_run(tmp_path, capsys):
     assert minidl.get_ops() == "fast"
     with pytest.raises(ValueError, match="reference:OP,OP"):
         throughput.main(["--ops", "slow", "--no-torch"])
+
+
+@pytest.mark.skipif(throughput.torch is None, reason="torch is not installed (it is the yardstick of the ratios)")
+def test_before_after_runs_an_earlier_commit_beside_the_working_tree(capsys, monkeypatch):
+    import os
+    import subprocess
+    from benchmarks import before_after
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout")
+    monkeypatch.setattr(throughput, "SETTLE_S", 0.0)
+    out = before_after.main(["HEAD", "--nets", "B", "--what", "train4", "infer4", "--runs", "1"])
+    assert set(out) == {"B train4", "B infer4"} and all(set(r) == {"before", "now", "torch"} for r in out.values())
+    assert "minidl_before" in {m.split(".")[0] for m in __import__("sys").modules}
