@@ -9,7 +9,8 @@ numbers (tests/test_kernels.py runs the whole case suite through both).
 
 The op asks ``choose(op_name, x)`` once, in its forward (Chainer's forward_cpu/forward_gpu split), and its
 backward follows that choice.  ``set_ops("reference")`` (or ``MINIDL_OPS=reference`` in the environment)
-runs every op on its reference; ``python -m benchmarks.throughput --ops reference`` shows what the fast
+runs every op on its reference (and SGD and Adam on their array expressions rather than ``cuda``'s fused
+updates); ``python -m benchmarks.throughput --ops reference`` shows what the fast
 kernels buy (benchmarks/README.md).
 """
 from __future__ import annotations
