@@ -3,13 +3,13 @@ first layers with their columns kept from forward to backward or rebuilt.
 
     python -m benchmarks.conv_chunks [--runs 7] [--sizes 0.5 1 2 4 16]
 
-``minidl.ops.conv.CHUNK_BYTES`` bounds the im2col columns built at a time.  For the 3x3 layers of the
+``minidl.kernels.cpu.CHUNK_BYTES`` bounds the im2col columns built at a time.  For the 3x3 layers of the
 reference nets A and D (batch 64 and 128) this times ``conv_gemm`` (forward; the stride-1 input gradient is
 the same function) and ``conv_weight_grad`` with each chunk size, the sizes alternating inside every
 round so that machine noise hits all alike, and prints medians in ms and their sum over the layers.
 
-``minidl.ops.conv.KEEP_COLUMNS_BYTES``: columns up to that size are built whole in forward and kept for the
-weight gradient.  The second table times the conv2d op's forward + backward (dW, db; no dx: the input
+``minidl.kernels.cpu.KEEP_COLUMNS_BYTES``: columns up to that size are built whole in forward and kept for the
+weight gradient.  The second table times the fast kernel's forward + backward (dW, db; no dx: the input
 image) on the first layers of nets A, B and D with the columns kept and with KEEP_COLUMNS_BYTES = 0
 (rebuilt), alternating, and prints medians in ms.
 """
@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-import minidl.ops.conv as conv
+from minidl.kernels import cpu as conv
 
 # (N, H, W, C_in, C_out, padding) of the 3x3 convolutions of nets A and D
 LAYERS = [(64, 32, 32, 3, 32, 0), (64, 30, 30, 32, 32, 0), (64, 14, 14, 32, 64, 0), (64, 12, 12, 64, 64, 0),
@@ -41,7 +41,7 @@ def main(argv=None):
     print(f"{'N, H, W, Cin, Cout, pad':>26} | " + " ".join(f"{s:>7g}MB" for s in args.sizes))
     try:
         for n, h, w, c, k, pad in LAYERS:
-            xpad = conv.pad_nhwc(rng.standard_normal((n, h, w, c), dtype=np.float32), (pad,) * 4)
+            x = rng.standard_normal((n, h, w, c), dtype=np.float32)
             wmat = rng.standard_normal((9 * c, k), dtype=np.float32)
             out_hw = (h + 2 * pad - 2, w + 2 * pad - 2)
             g = rng.standard_normal((n,) + out_hw + (k,), dtype=np.float32)
@@ -50,8 +50,8 @@ def main(argv=None):
                 for s in args.sizes:
                     conv.CHUNK_BYTES = int(s * 2**20)
                     t0 = time.perf_counter()
-                    conv.conv_gemm(conv.Columns(xpad, (3, 3), (1, 1), (1, 1), out_hw), wmat)
-                    conv.conv_weight_grad(conv.Columns(xpad, (3, 3), (1, 1), (1, 1), out_hw), g)
+                    conv.conv_gemm(conv.Columns(x, (pad,) * 4, (3, 3), (1, 1), (1, 1), out_hw), wmat)
+                    conv.conv_weight_grad(conv.Columns(x, (pad,) * 4, (3, 3), (1, 1), (1, 1), out_hw), g)
                     times[s].append(time.perf_counter() - t0)
             med = {s: 1e3 * statistics.median(v[1:]) for s, v in times.items()}
             for s in args.sizes:
@@ -79,11 +79,9 @@ def keep_or_rebuild(rng, runs):
             for _ in range(runs + 1):
                 for keep in times:
                     conv.KEEP_COLUMNS_BYTES = keep
-                    op = conv.Conv2d(padding=pad)
-                    op.needs_input_grad = (False, True, True)
                     t0 = time.perf_counter()
-                    op.forward(x, w, b)
-                    op.backward(gy)
+                    _, state = conv.conv2d_forward(x, w, b, (1, 1), (pad,) * 4, (1, 1), (ho, ho))
+                    conv.conv2d_backward(gy, state, (False, True, True))
                     times[keep].append(time.perf_counter() - t0)
             kept, rebuilt = (1e3 * statistics.median(times[k][1:]) for k in (saved, 0))
             mb = n * ho * ho * (c * ks * ks + 1) * 4 / 2**20

@@ -4,8 +4,8 @@
 
 ``full``: dx = conv(pad(gy), flipped kernel), an im2col + GEMM with N H W rows (the input's pixels);
 ``col2im``: dcol = gy @ W^T with N Ho Wo rows, then kh kw strided additions.  The two alternate inside
-every round; medians in ms.  ``minidl.ops.conv.FULL_CORRELATION_MAX_RATIO`` picks ``full`` when
-H W <= ratio * Ho Wo; the last column says what it picks.
+every round; medians in ms.  ``minidl.kernels.cpu.FULL_CORRELATION_MAX_RATIO`` picks ``full`` when
+H W <= ratio * Ho Wo (``full_correlation_pads``); the last column says what it picks.
 """
 import argparse
 import statistics
@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 import minidl
-from minidl.ops import conv
+from minidl.kernels import cpu as conv
 
 # (name, N, C_in, H, C_out, k, padding): the stride-1 convolutions of nets A, B and D that need dx
 LAYERS = [("A conv2", 64, 32, 30, 32, 3, 0), ("A conv3", 64, 32, 14, 64, 3, 0), ("A conv4", 64, 64, 12, 64, 3, 0),
@@ -30,13 +30,12 @@ def main(argv=None):
     print(f"ratio threshold {conv.FULL_CORRELATION_MAX_RATIO}; ms, median of {args.runs}")
     print(f"{'layer':>14} {'HW/HoWo':>8} {'full':>8} {'col2im':>8}  picks")
     for name, n, c, h, k, ks, pad in LAYERS:
-        x = rng.standard_normal((n, h, h, c), dtype=np.float32).transpose(0, 3, 1, 2)  # NHWC memory
         w = rng.standard_normal((k, c, ks, ks), dtype=np.float32)
-        op = conv.Conv2d(padding=pad)
-        y = op.forward(x, w)
-        g = np.ascontiguousarray(rng.standard_normal(y.shape, dtype=np.float32).transpose(0, 2, 3, 1))
+        x_shape, pads, ho = (n, c, h, h), (pad,) * 4, h + 2 * pad - ks + 1
+        g = rng.standard_normal((n, ho, ho, k), dtype=np.float32)
         full = (ks - 1 - pad,) * 4
-        ways = {"full": lambda: op._input_grad_full(g, full), "col2im": lambda: op._input_grad_col2im(g)}
+        ways = {"full": lambda: conv.conv_input_grad_full(g, w, x_shape, (1, 1), full),
+                "col2im": lambda: conv.conv_input_grad_col2im(g, w, x_shape, (1, 1), pads, (1, 1), (ho, ho))}
         np.testing.assert_allclose(ways["full"](), ways["col2im"](), rtol=1e-3, atol=1e-3)
         times = {m: [] for m in ways}
         for _ in range(args.runs + 1):
@@ -45,8 +44,9 @@ def main(argv=None):
                 f()
                 times[m].append(time.perf_counter() - t0)
         med = {m: 1e3 * statistics.median(v[1:]) for m, v in times.items()}
-        ratio = h * h / (y.shape[2] * y.shape[3])
-        picks = "col2im" if op.full_correlation_pads() is None else "full"
+        ratio = h * h / (ho * ho)
+        picks = "col2im" if conv.full_correlation_pads(x_shape, (ks, ks), (1, 1), pads, (1, 1), (ho, ho)) is None \
+            else "full"
         print(f"{name:>14} {ratio:8.2f} {med['full']:8.2f} {med['col2im']:8.2f}  {picks}")
 
 

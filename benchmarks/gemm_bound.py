@@ -3,8 +3,8 @@
     python -m benchmarks.gemm_bound [--nets A B C D] [--batch 64 128] [--runs 5] [--reps 9]
 
 For each reference net of ``benchmarks.throughput`` it lists the GEMMs of one minidl training step, as
-conv2d's own code decides them (``minidl.ops.conv``: ``Columns`` chunks, first layers' columns kept whole,
-``Conv2d.full_correlation_pads`` for the input gradient) and the Linear layers' three products,
+conv2d's fast kernel decides them (``minidl.kernels.cpu``: ``Columns`` chunks, first layers' columns kept
+whole, ``full_correlation_pads`` for the input gradient) and the Linear layers' three products,
 and times each alone, on random operands that stay hot in the cache, best of ``--reps`` calls.  Their
 sum is set beside minidl's and PyTorch's whole training steps, measured as ``benchmarks.throughput``
 measures them (``measure``: alternating runs of steps, a pause before each, the median of ``--runs``).
@@ -24,8 +24,9 @@ import time
 import numpy as np
 
 import minidl
-from minidl.ops import conv
+from minidl.kernels import cpu as conv
 from minidl.ops.arith import gemm
+from minidl.ops.conv import Conv2d
 
 from benchmarks import throughput as tp
 
@@ -56,15 +57,14 @@ def layers(net):
 
 def _conv_products(n, cin, k, ks, pad, size, first):
     """The products of one conv layer's forward, weight gradient and (unless it is the first layer) input
-    gradient, in minidl's chunks (see ``products``): conv2d's own ``Columns`` and ``full_correlation_pads``
-    decide them, on empty arrays of the layer's shapes."""
-    op = conv.Conv2d(padding=pad)
-    op.geometry(np.empty((n, cin, size, size), np.float32), np.empty((k, cin, ks, ks), np.float32), None)
+    gradient, in minidl's chunks (see ``products``): the fast kernel's own ``Columns`` and
+    ``full_correlation_pads`` decide them, on empty arrays of the layer's shapes."""
+    op = Conv2d(padding=pad)
+    op.setup(np.empty((n, cin, size, size), np.float32), np.empty((k, cin, ks, ks), np.float32), None)
     # the input image (few channels) is read as planes into a (features, rows) buffer, and col is its transpose
     planes = first and cin <= conv.PLANES_MAX_CHANNELS
-    hp = size + 2 * pad
-    cols = conv.Columns(np.empty((n, cin, hp, hp) if planes else (n, hp, hp, cin), np.float32), op.kernel,
-                        op.stride, op.dilation, op.out_hw, planes, ones=True, keep=True)
+    cols = conv.Columns(np.empty((n, cin, size, size) if planes else (n, size, size, cin), np.float32), op.pads,
+                        op.kernel, op.stride, op.dilation, op.out_hw, planes, ones=True, keep=True)
     prods = []
     for rows, width in _col_shapes(cols):
         prods.append(Product((rows, width), (width, k), 1, "a" if planes else ""))     # y = col @ W
@@ -74,15 +74,14 @@ def _conv_products(n, cin, k, ks, pad, size, first):
             prods.append(Product((k, rows), (rows, width), 1, "ab" if planes else "a"))
     if first:
         return prods
-    full = op.full_correlation_pads()
+    full = conv.full_correlation_pads(op.x_shape, op.kernel, op.stride, op.pads, op.dilation, op.out_hw)
     if full is not None:                                      # dx = full correlation of gy
-        t, b, l, r = full
-        gcols = conv.Columns(np.empty((n, size + t + b, size + l + r, k), np.float32), op.kernel, (1, 1),
-                             op.dilation, (size, size))
+        gcols = conv.Columns(np.empty((n,) + op.out_hw + (k,), np.float32), full, op.kernel, (1, 1), op.dilation,
+                             (size, size))
         prods += [Product((rows, width), (width, cin)) for rows, width in _col_shapes(gcols)]
     else:                                                     # dcol = gy @ W_pq^T per offset, then col2im
         out = op.out_hw[0]
-        for s, e in conv._chunks(n, 4 * out * out * ks * ks * cin):
+        for s, e in conv.chunks(n, 4 * out * out * ks * ks * cin):
             prods.append(Product(((e - s) * out * out, k), (k, cin), ks * ks))
     return prods
 

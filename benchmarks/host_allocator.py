@@ -1,10 +1,10 @@
-"""minidl's training step with and without its glibc malloc thresholds (minidl/backend.py, "host memory").
+"""minidl's training step with and without its glibc malloc thresholds (``backend.set_malloc_thresholds``).
 
     python -m benchmarks.host_allocator [--nets A B C D] [--batch 64 128] [--rounds 3]
 
 Each measurement runs in a fresh process with only minidl in it (PyTorch is kept out: its allocations
-would move glibc's adaptive thresholds): once as minidl sets the allocator up at import, once with
-MINIDL_MALLOC=system (glibc's defaults), alternating for ``--rounds`` rounds.  Each child times 12
+would move glibc's adaptive thresholds): once with the thresholds set, as minidl's training loop sets them,
+once with MINIDL_MALLOC=system (glibc's defaults), alternating for ``--rounds`` rounds.  Each child times 12
 training steps of the net after 3 warm-up steps and counts the minor page faults they took
 (getrusage); the table gives medians over rounds of the children's median step times.
 """
@@ -22,6 +22,7 @@ def child(net, batch, steps=12, warmup=3):
     sys.modules["torch"] = None          # the throughput module then runs without PyTorch
     from benchmarks.throughput import MinidlRunner
     from minidl import backend
+    backend.set_malloc_thresholds()
     runner = MinidlRunner(net, batch, "cpu")
     for _ in range(warmup):
         runner.train_step()

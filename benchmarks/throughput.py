@@ -1,6 +1,7 @@
 """Training and inference throughput of four reference nets, minidl next to PyTorch in one run.
 
-    python -m benchmarks.throughput [--device cpu] [--batch 64 128] [--nets A B C D] [--profile] [--json out]
+    python -m benchmarks.throughput [--device cpu] [--batch 64 128] [--nets A B C D] [--ops fast reference]
+                                    [--profile] [--json out]
 
 Nets (float32, inputs NCHW):
   A  CIFAR-10 CNN  Conv(3,32,3)-ReLU-Conv(32,32,3)-ReLU-MaxPool2-Conv(32,64,3)-ReLU-Conv(64,64,3)-ReLU-MaxPool2
@@ -12,10 +13,14 @@ Nets (float32, inputs NCHW):
 
 Training step = forward + cross-entropy + backward + SGD(lr 0.01, momentum 0.9) step; inference = forward
 in eval mode without a graph.  Each figure is the median img/s over ``--runs`` timed runs after warm-up;
-minidl and PyTorch runs alternate, so machine noise hits both alike.  Peak memory of one training step is
-measured in a fresh subprocess per framework as the peak resident set size (VmHWM, reset before the
-step) minus the RSS just before the step (model, data and imports already loaded); for minidl the tracemalloc peak of NumPy
-allocations in a step is given too.  PyTorch is used only if importable, with its default thread count.
+all runners (minidl under each ``--ops`` setting, then PyTorch) alternate, so machine noise hits them alike.
+``--ops`` takes one or more settings: ``fast`` (the default), ``reference`` (every op on its textbook
+reference, minidl/ops), or ``reference:OP,OP`` (those ops on their references, the rest fast), so one run
+shows what each fast kernel buys.  Peak memory of one training step is measured in a fresh subprocess per
+framework as the peak resident set size (VmHWM, reset before the step) minus the RSS just before the step
+(model, data and imports already loaded); for minidl the tracemalloc peak of NumPy allocations in a step is
+given too.  PyTorch is used only if importable, with its default thread count.  minidl's malloc thresholds
+(``backend.set_malloc_thresholds``, which minidl's training loop sets) are set for the whole process.
 """
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ import time
 import numpy as np
 
 import minidl
-from minidl import backend
+from minidl import backend, kernels
 
 try:
     import torch
@@ -81,11 +86,23 @@ def minidl_namespace():
 
 
 # ------------------------------------------------------------------ one framework's steps
-class MinidlRunner:
-    name = "minidl"
+def apply_ops(setting):
+    """Put minidl's ops on ``setting``: 'fast', 'reference', or 'reference:OP,OP' (those ops only)."""
+    kernels.set_ops("fast")
+    if setting == "reference":
+        kernels.set_ops("reference")
+    elif setting.startswith("reference:"):
+        kernels.set_ops("reference", setting.split(":", 1)[1].split(","))
+    elif setting != "fast":
+        raise ValueError(f"--ops settings are 'fast', 'reference' or 'reference:OP,OP', got {setting!r}")
 
-    def __init__(self, net, batch, device, seed=0):
+
+class MinidlRunner:
+    def __init__(self, net, batch, device, seed=0, ops="fast"):
         nn, SGD, self.impl = minidl_namespace()
+        apply_ops(ops)
+        self.name = "minidl" if ops == "fast" else f"minidl[{ops}]"
+        self.ops = ops
         self.model = build(nn, net)
         if device != "cpu":
             self.model.to(device)
@@ -96,6 +113,7 @@ class MinidlRunner:
         self.device = device
 
     def train_step(self):
+        apply_ops(self.ops)
         self.model.train()
         self.opt.zero_grad()
         loss = minidl.cross_entropy(self.model(self.x), self.y)
@@ -104,6 +122,7 @@ class MinidlRunner:
         return loss
 
     def infer(self, x):
+        apply_ops(self.ops)
         self.model.eval()
         with minidl.no_grad():
             return self.model(x)
@@ -151,14 +170,8 @@ def _timed(fn, steps, sync):
 
 
 # Pause before each timed run, so that the other framework's idle threads have gone to sleep: OpenBLAS's
-# workers spin for about 0.1 s after a GEMM (its thread timeout, 2^28 cycles) before they sleep, and on two
-# cores they slowed the PyTorch run that came right after minidl's; minidl's own figures did not move.
-# `python -m benchmarks.throughput --nets B A --no-memory --settle 0` against the default, one after the
-# other on the quiet machine (2026-11-23): PyTorch 10235 / 12476 / 18829 img/s (B train b64, b128, infer)
-# and 1359 / 1403 / 3213 (A) without the pause, 14063 / 16549 / 36095 and 1657 / 1766 / 4429 with it;
-# minidl 8986 / 8937 / 35359 and 784 / 820 / 2692 against 9202 / 9165 / 34674 and 762 / 813 / 2689.
-# Ratios measured without it (benchmarks/results runs 1-9) favoured minidl: B 0.88 / 0.72 against 0.65 /
-# 0.55, A 0.58 / 0.58 against 0.46 / 0.46 in these two runs.
+# workers spin for about 0.1 s after a GEMM before they sleep, and slowed the PyTorch run that came right after
+# minidl's (benchmarks/README.md, "Method").
 SETTLE_S = 0.25
 
 
@@ -192,14 +205,19 @@ def _status_mb(key):
 def _memory_child(net, batch, framework, device):
     """Runs in a fresh process: peak RSS during the first training step above the RSS before it (the peak
     mark VmHWM is reset first through /proc/self/clear_refs; ru_maxrss would carry the parent's peak over
-    fork+exec); for minidl also the tracemalloc peak of a second step."""
-    runner = (MinidlRunner if framework == "minidl" else TorchRunner)(net, batch, device)
+    fork+exec); for minidl also the tracemalloc peak of a second step.  ``framework``: 'torch', 'minidl' or
+    'minidl[SETTING]' (an --ops setting)."""
+    backend.set_malloc_thresholds()
+    if framework == "torch":
+        runner = TorchRunner(net, batch, device)
+    else:
+        runner = MinidlRunner(net, batch, device, ops=framework[7:-1] if framework != "minidl" else "fast")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     before = _status_mb("VmRSS")
     runner.train_step()
     out = {"rss_peak_delta_mb": round(_status_mb("VmHWM") - before, 1)}
-    if framework == "minidl":
+    if framework != "torch":
         import tracemalloc
         tracemalloc.start()
         runner.train_step()
@@ -248,6 +266,7 @@ def profile_minidl(runner, steps=7):
     layers = list(runner.model)
     labels = [f"{i:2d} {type(m).__name__}" for i, m in enumerate(layers)]
     other = collections.defaultdict(float)
+    apply_ops(runner.ops)
     Function.__call__ = call
     settle()
     try:
@@ -373,6 +392,7 @@ def machine():
     info["OPENBLAS_CORETYPE"] = os.environ.get("OPENBLAS_CORETYPE")
     info["blas_kernels"] = openblas_core()
     info["host_allocator"] = backend.host_allocator   # minidl's malloc thresholds hold for PyTorch's runs too
+    info["ops"] = kernels.get_ops()
     if torch is not None:
         info["torch"] = torch.__version__
         info["torch_threads"] = torch.get_num_threads()
@@ -388,6 +408,8 @@ def main(argv=None):
     p.add_argument("--nets", nargs="+", default=["A", "B", "C", "D"])
     p.add_argument("--batch", nargs="+", type=int, default=[64, 128], help="training batch sizes")
     p.add_argument("--infer-batch", type=int, default=256)
+    p.add_argument("--ops", nargs="+", default=["fast"],
+                   help="minidl's ops: fast, reference, or reference:OP,OP; several settings alternate in one run")
     p.add_argument("--runs", type=int, default=7, help="timed runs per figure (median)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
@@ -403,6 +425,9 @@ def main(argv=None):
     if args._memory:
         net, batch, fw = args._memory
         return _memory_child(net, int(batch), fw, device)
+    for setting in args.ops:
+        apply_ops(setting)      # a bad setting fails here, before anything is measured
+    backend.set_malloc_thresholds()
 
     use_torch = torch is not None and not args.no_torch
     if torch is None:
@@ -419,35 +444,44 @@ def main(argv=None):
           + (f"; torch {info['torch']} with {info['torch_threads']} threads" if use_torch else ""))
     results = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": device, "machine": info,
                "command": "python -m benchmarks.throughput " + " ".join(sys.argv[1:] if argv is None else argv),
-               "minidl_layers": impl, "runs": args.runs, "settle_s": SETTLE_S, "nets": {}}
-    print(f"\n{'net':<4}{'what':<16}{'minidl img/s':>14}{'torch img/s':>13}{'ratio':>8}")
+               "minidl_layers": impl, "ops": args.ops, "runs": args.runs, "settle_s": SETTLE_S, "nets": {}}
+    names = ["minidl" if o == "fast" else f"minidl[{o}]" for o in args.ops]
+    print("\n" + f"{'net':<4}{'what':<16}" + "".join(f"{n + ' img/s':>{max(14, len(n) + 7)}}{'ratio':>7}" for n in names)
+          + (f"{'torch img/s':>13}" if use_torch else ""))
+
+    def make(net, batch):
+        return [MinidlRunner(net, batch, device, ops=o) for o in args.ops] + (
+            [TorchRunner(net, batch, device)] if use_torch else [])
+
     for net in args.nets:
         entry = results["nets"][net] = {}
         for batch in args.batch:
-            runners = [MinidlRunner(net, batch, device)] + ([TorchRunner(net, batch, device)] if use_torch else [])
+            runners = make(net, batch)
             r = measure(runners, lambda run: run.train_step, batch, args.runs, args.warmup)
-            entry[f"train_{batch}"] = _row(net, f"train b{batch}", r)
+            entry[f"train_{batch}"] = _row(net, f"train b{batch}", r, names)
             if args.profile:
-                prof = {"minidl": profile_minidl(runners[0])}
+                prof = {n: profile_minidl(run) for n, run in zip(names, runners)}
                 if use_torch:
-                    prof["torch"] = profile_torch(runners[1])
+                    prof["torch"] = profile_torch(runners[-1])
                 print_profile(net, batch, prof)
-        runners = [MinidlRunner(net, args.infer_batch, device)] + (
-            [TorchRunner(net, args.infer_batch, device)] if use_torch else [])
+        runners = make(net, args.infer_batch)
         r = measure(runners, lambda run: (lambda: run.infer(run.x)), args.infer_batch, args.runs, args.warmup)
-        entry[f"infer_{args.infer_batch}"] = _row(net, f"infer b{args.infer_batch}", r)
+        entry[f"infer_{args.infer_batch}"] = _row(net, f"infer b{args.infer_batch}", r, names)
         if not args.no_memory and device == "cpu":
             b = max(args.batch)
-            mem = {"batch": b, "minidl": memory(net, b, "minidl", device)}
-            if use_torch:
-                mem["torch"] = memory(net, b, "torch", device)
-                m, t = mem["minidl"].get("rss_peak_delta_mb"), mem["torch"].get("rss_peak_delta_mb")
-                if m is not None and t:
-                    mem["ratio"] = round(m / t, 2)
+            mem = {"batch": b}
+            for n in names + (["torch"] if use_torch else []):
+                mem[n] = memory(net, b, n, device)
+            cells = ""
+            for n in names:
+                m, t = mem[n].get("rss_peak_delta_mb"), mem.get("torch", {}).get("rss_peak_delta_mb")
+                ratio = round(m / t, 2) if m is not None and t else None
+                mem["ratio" if n == "minidl" else f"{n}_ratio"] = ratio
+                cells += f"{_fmt(m):>{max(14, len(n) + 7)}}{_fmt(ratio, 2):>7}"
+            print(f"{net:<4}{'peak MB b' + str(b):<16}{cells}{_fmt(mem.get('torch', {}).get('rss_peak_delta_mb')):>13}"
+                  f"   (RSS delta)")
             entry["peak_memory"] = mem
-            print(f"{net:<4}{'peak MB b' + str(b):<16}{_fmt(mem['minidl'].get('rss_peak_delta_mb')):>14}"
-                  f"{_fmt(mem.get('torch', {}).get('rss_peak_delta_mb')):>13}{_fmt(mem.get('ratio'), 2):>8}"
-                  f"   (RSS delta; minidl tracemalloc {mem['minidl'].get('tracemalloc_peak_mb')} MB)")
+    apply_ops("fast")
     path = args.json or os.path.join(os.path.dirname(__file__), "results",
                                      time.strftime("%Y%m%d-%H%M", time.gmtime()) + f"-{device}.json")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -461,12 +495,18 @@ def _fmt(v, digits=0):
     return "-" if v is None else f"{v:.{digits}f}"
 
 
-def _row(net, what, r):
-    row = {"minidl_img_s": round(r["minidl"], 1)}
+def _row(net, what, r, names=("minidl",)):
+    """One figure's row: each minidl setting's img/s and ratio to PyTorch (keys 'minidl_img_s' and 'ratio' for
+    the default setting, '<name>_img_s' and '<name>_ratio' for the others), and PyTorch's img/s."""
+    row, cells = {}, ""
+    for n in names:
+        ratio = round(r[n] / r["torch"], 3) if "torch" in r else None
+        row[f"{n}_img_s"] = round(r[n], 1)
+        row["ratio" if n == "minidl" else f"{n}_ratio"] = ratio
+        cells += f"{r[n]:>{max(14, len(n) + 7)}.0f}{_fmt(ratio, 2):>7}"
     if "torch" in r:
         row["torch_img_s"] = round(r["torch"], 1)
-        row["ratio"] = round(r["minidl"] / r["torch"], 3)
-    print(f"{net:<4}{what:<16}{r['minidl']:>14.0f}{_fmt(r.get('torch')):>13}{_fmt(row.get('ratio'), 2):>8}", flush=True)
+    print(f"{net:<4}{what:<16}{cells}{_fmt(r.get('torch')):>13}", flush=True)
     return row
 
 

@@ -4,6 +4,7 @@ from minidl.autograd import (OP_REGISTRY, Function, Tensor, enable_grad, float32
                              int64, is_grad_enabled, no_grad, set_default_dtype, tensor)
 from minidl.backend import get_array_module, is_cuda_available, manual_seed
 from minidl.gradcheck import GradcheckError, gradcheck
+from minidl.kernels import get_ops, set_ops
 from minidl.ops import (abs, cat, clamp, clip, concatenate, cross_entropy, exp, flatten, leaky_relu, log,
                         log_softmax, matmul, max, mean, min, mse_loss, nll_loss, permute, relu, reshape, sigmoid,
                         softmax, sqrt, squeeze, stack, sum, tanh, transpose, unsqueeze, var)

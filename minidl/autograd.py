@@ -76,6 +76,9 @@ def _as_array(data, dtype=None, device=None):
             arr = arr.astype(_default_dtype, copy=False)
         elif arr.dtype.kind in "iu":
             arr = arr.astype(int64, copy=False)
+    if arr.dtype.kind not in "biufc":
+        raise TypeError(f"a tensor holds numbers (bool, int, float or complex), got {type(data).__name__} data "
+                        f"of dtype {arr.dtype}")
     if device is not None:
         arr = backend.to_device(arr, device)
     return arr
@@ -97,6 +100,7 @@ class Function:
     """
 
     name: str | None = None  # registry name; None for abstract helpers
+    floating: tuple = ()     # names of the inputs that must be floating-point tensors (``check_floating``)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -115,6 +119,8 @@ class Function:
                 arrays.append(t.data)
             else:  # a constant (Python scalar or array): take the dtype/device of the tensor inputs
                 arrays.append(_constant_like(x, ref))
+        if self.floating:
+            check_floating(self, arrays)
         out = self.forward(*arrays)
         needs = tuple(t is not None and t.requires_grad for t in tensors)
         if is_grad_enabled() and any(needs):
@@ -131,6 +137,24 @@ class Function:
 
     def __repr__(self):
         return f"<{type(self).__name__}>"
+
+
+FLOATING = (float32, float64)
+"""The dtypes that floating-point ops take: float16 is refused too (NumPy has no float16 GEMM and computes
+it in software; convert with ``.float()``)."""
+
+
+def check_floating(op, arrays):
+    """PyTorch's rule for floating-point ops (convolution, pooling, normalisation, dropout, linear, exp, log,
+    softmax, losses, mean, ...): the inputs named in ``op.floating`` are float32 or float64, all of one dtype.
+    Integer, bool, complex and float16 input is a TypeError naming the dtypes, not a silent cast."""
+    named = [(n, a) for n, a in zip(op.floating, arrays) if a is not None]
+    for name, a in named:
+        other = next(((n, b.dtype) for n, b in named if b.dtype != a.dtype), None)
+        if a.dtype not in FLOATING or other is not None:
+            against = f" but {other[0]} has dtype {other[1]}" if other is not None else ""
+            raise TypeError(f"{op.name}: {name} has dtype {a.dtype}{against}; {op.name} takes float32 or float64 "
+                            f"tensors of one dtype (convert with .float() or .double())")
 
 
 def _constant_like(x, ref):

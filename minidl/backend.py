@@ -180,25 +180,22 @@ def broadcast_shapes(*shapes) -> tuple:
 
 
 # ---------------------------------------------------------------- host memory
-# A training step allocates every activation and gradient afresh (1-30 MB blocks, hundreds of MB in all
-# for the CIFAR CNNs at batch 128) and frees them when the graph goes.  glibc's default policy maps blocks
-# above a threshold (128 KB, adapting up to 32 MB) with mmap and trims the heap top once more than twice
-# that threshold is free, so much of a step's memory went back to the kernel at its end and came back in
-# the next step one zeroed 4 KB page fault at a time: 4-16 thousand faults per step.  Blocks up to 32 MB
-# now stay on the heap and the heap is trimmed only above 1 GB free, so the process keeps its peak (which
-# the next step reaches again anyway) and faults ~never.  `python -m benchmarks.host_allocator` (fresh
-# processes with only minidl in them, 2026-11-23) measured the training step at 1.28x / 1.29x the speed of
-# glibc's defaults for net A at batch 64 / 128, 1.65x / 1.46x for B, 1.14x / 1.19x for D, 1.0x for C
-# (its largest blocks, over 32 MB, are mapped afresh either way).  Where glibc's own
-# MALLOC_* variables or GLIBC_TUNABLES are set, or MINIDL_MALLOC=system, the allocator is left alone
-# (MINIDL_MALLOC=minidl, the default, sets the thresholds; any other value is an error).
-MMAP_THRESHOLD = 32 * 2**20
-TRIM_THRESHOLD = 2**30
+# Opt-in, process-wide: a training step allocates every activation and gradient afresh and frees them when the
+# graph goes; with glibc's default thresholds much of that memory goes back to the kernel at each step's end and
+# is faulted back in, a zeroed page at a time, in the next (python -m benchmarks.host_allocator).
+MMAP_THRESHOLD = 32 * 2**20     # blocks up to this size stay on the heap (glibc's largest allowed value)
+TRIM_THRESHOLD = 2**30          # the heap is trimmed only when this much is free at its top
+host_allocator = "left alone: set_malloc_thresholds() was not called"
+"""What ``set_malloc_thresholds`` did: the thresholds it set, or why it left the allocator alone."""
 
 
-def _set_malloc_thresholds():
-    """Set glibc malloc's mmap and trim thresholds (see above); returns the thresholds set, or a sentence
-    saying why it left the allocator alone.  Called once, when minidl is imported."""
+def set_malloc_thresholds():
+    """Keep a training step's freed memory with the process: set glibc malloc's mmap threshold to
+    MMAP_THRESHOLD and its trim threshold to TRIM_THRESHOLD, for the whole process.  ``import minidl`` does
+    not call this; the experiments CLI and ``Trainer.fit`` do.  The allocator is left alone where glibc's own
+    MALLOC_* variables or GLIBC_TUNABLES are set, where MINIDL_MALLOC=system, and off glibc.  Returns (and
+    keeps in ``host_allocator``) the thresholds set, or a sentence saying why it left the allocator alone."""
+    global host_allocator
     own = [k for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")
            if k in os.environ]
     choice = os.environ.get("MINIDL_MALLOC", "minidl")
@@ -206,19 +203,21 @@ def _set_malloc_thresholds():
         raise ValueError(f"MINIDL_MALLOC must be 'minidl' (the default: set glibc's malloc thresholds) or "
                          f"'system' (leave glibc's defaults), got {choice!r}")
     if choice == "system":
-        return "left alone: MINIDL_MALLOC=system"
-    if own:
-        return f"left alone: {', '.join(own)} set in the environment"
-    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
-        return f"left alone: the C library is not glibc ({sys.platform}, {platform.libc_ver()[0] or 'unknown'})"
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError) as e:
-        return f"left alone: mallopt not found ({e})"
-    m_trim_threshold, m_mmap_threshold = -1, -3       # from glibc's malloc.h
-    if mallopt(m_mmap_threshold, MMAP_THRESHOLD) != 1 or mallopt(m_trim_threshold, TRIM_THRESHOLD) != 1:
-        return "left alone: mallopt refused the thresholds"
-    return {"mmap_threshold": MMAP_THRESHOLD, "trim_threshold": TRIM_THRESHOLD}
-
-
-host_allocator = _set_malloc_thresholds()   # the thresholds set, or why the allocator was left alone
+        host_allocator = "left alone: MINIDL_MALLOC=system"
+    elif own:
+        host_allocator = f"left alone: {', '.join(own)} set in the environment"
+    elif not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        host_allocator = (f"left alone: the C library is not glibc ({sys.platform}, "
+                          f"{platform.libc_ver()[0] or 'unknown'})")
+    else:
+        try:
+            mallopt = ctypes.CDLL(None).mallopt
+        except (OSError, AttributeError) as e:
+            host_allocator = f"left alone: mallopt not found ({e})"
+        else:
+            m_trim_threshold, m_mmap_threshold = -1, -3       # from glibc's malloc.h
+            if mallopt(m_mmap_threshold, MMAP_THRESHOLD) != 1 or mallopt(m_trim_threshold, TRIM_THRESHOLD) != 1:
+                host_allocator = "left alone: mallopt refused the thresholds"
+            else:
+                host_allocator = {"mmap_threshold": MMAP_THRESHOLD, "trim_threshold": TRIM_THRESHOLD}
+    return host_allocator

@@ -359,7 +359,9 @@ class Trainer:
 
     def fit(self, epochs: int, resume=None):
         """Train until ``epochs`` epochs are done (counting those of a resumed checkpoint);
-        returns the history (a list of per-epoch dicts)."""
+        returns the history (a list of per-epoch dicts).  Sets minidl's malloc thresholds for the process
+        (``backend.set_malloc_thresholds``: MINIDL_MALLOC=system leaves glibc's defaults)."""
+        backend.set_malloc_thresholds()
         if resume is not None:
             self.resume(resume)
         since_best = 0 if self.best_epoch is None else self.epoch - self.best_epoch

@@ -5,24 +5,20 @@ einsum products of shifted input slices; pooling loops over output pixels.
 """
 import numpy as np
 
-from minidl.ops.conv import conv2d
+from minidl.ops.conv import conv2d, pair
 from minidl.ops.pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 from tests.gradcases import Case, distinct
 
 
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
-
-
 def ref_conv2d(x, w, b=None, stride=1, padding=0, dilation=1):
     """y[n,k,i,j] = b[k] + sum_{c,p,q} w[k,c,p,q] xpad[n,c,s i + d p, s j + d q], one einsum per (p, q)."""
-    (s1, s2), (d1, d2) = _pair(stride), _pair(dilation)
+    (s1, s2), (d1, d2) = pair(stride, "size", 0), pair(dilation, "size", 0)
     k, c, kh, kw = w.shape
     if padding == "same":
         th, tw = d1 * (kh - 1), d2 * (kw - 1)
         pads = ((th // 2, th - th // 2), (tw // 2, tw - tw // 2))
     else:
-        ph, pw = _pair(padding)
+        ph, pw = pair(padding, "size", 0)
         pads = ((ph, ph), (pw, pw))
     xpad = np.pad(x, ((0, 0), (0, 0)) + pads)
     hp, wp = xpad.shape[2:]
@@ -39,9 +35,9 @@ def ref_conv2d(x, w, b=None, stride=1, padding=0, dilation=1):
 
 def ref_pool(x, kernel_size, stride=None, padding=0, mode="max"):
     """Loop over output pixels; padding is -inf for max, 0 (counted) for avg."""
-    (kh, kw) = _pair(kernel_size)
-    (s1, s2) = _pair(stride if stride is not None else kernel_size)
-    ph, pw = _pair(padding)
+    (kh, kw) = pair(kernel_size, "size", 0)
+    (s1, s2) = pair(stride if stride is not None else kernel_size, "size", 0)
+    ph, pw = pair(padding, "size", 0)
     fill = -np.inf if mode == "max" else 0.0
     xpad = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
     ho, wo = (xpad.shape[2] - kh) // s1 + 1, (xpad.shape[3] - kw) // s2 + 1
@@ -54,7 +50,7 @@ def ref_pool(x, kernel_size, stride=None, padding=0, mode="max"):
 
 
 def ref_adaptive_avg(x, out):
-    oh, ow = _pair(out)
+    oh, ow = pair(out, "size", 0)
     h, w = x.shape[2:]
     y = np.empty(x.shape[:2] + (oh, ow))
     for i in range(oh):

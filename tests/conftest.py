@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from minidl import backend
+from minidl import backend, kernels
 
 if os.environ.get("MINIDL_FAKE_CUPY") == "1":  # the CuPy stand-in of tests/fake_cupy.py: GPU code paths on the CPU
     from tests import fake_cupy
@@ -22,3 +22,11 @@ def device(request):
         if why:
             pytest.skip(f"CuPy backend not available: {why}")
     return request.param
+
+
+@pytest.fixture(params=["fast", "reference"])
+def ops_mode(request):
+    """Run a test with the ops on their fast kernels and on their textbook references (minidl.set_ops)."""
+    kernels.set_ops(request.param)
+    yield request.param
+    kernels.set_ops(os.environ.get("MINIDL_OPS", "fast"))

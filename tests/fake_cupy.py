@@ -2,7 +2,7 @@
 
 ``install()`` puts this module where minidl.backend keeps CuPy: arrays of the subclass ``ndarray`` below are
 then "on the GPU" (``device == 'cuda'``), every op takes its CuPy branch, and the kernels of
-minidl/cuda_kernels.py run through tests/kernel_emulator.py.  It is NumPy underneath, so it says nothing about
+minidl/kernels/cuda.py run through tests/kernel_emulator.py.  It is NumPy underneath, so it says nothing about
 CuPy's own API or speed; what it does check:
 
 * mixing devices: a ufunc or array function given a NumPy (host) array next to a device array raises
@@ -204,7 +204,7 @@ class ElementwiseKernel:
 
 class ReductionKernel:
     def __init__(self, in_params, out_params, map_expr, reduce_expr, post_map_expr, identity, name="reduce", **kw):
-        from minidl.cuda_kernels import ReductionSpec
+        from minidl.kernels.cuda import ReductionSpec
         self.spec = ReductionSpec(name, in_params, out_params, map_expr, reduce_expr, post_map_expr, identity)
 
     def __call__(self, *args, axis=None):
@@ -213,7 +213,7 @@ class ReductionKernel:
 
 
 def _spec(name, in_params, out_params, body):
-    from minidl.cuda_kernels import Spec
+    from minidl.kernels.cuda import Spec
     return Spec(name, in_params, out_params, body)
 
 
@@ -221,7 +221,7 @@ def install(monkeypatch=None):
     """Make minidl.backend use this module as CuPy (with ``monkeypatch``, undone after the test)."""
     from minidl import backend
     me = sys.modules[__name__]
-    import minidl.cuda_kernels as K
+    import minidl.kernels.cuda as K
     if monkeypatch is not None:  # everything restored after the test, real CuPy's compiled kernels included
         monkeypatch.setattr(backend, "_cupy", me)
         monkeypatch.setattr(backend, "_CUPY_IMPORT_ERROR", None)
@@ -235,9 +235,9 @@ def install(monkeypatch=None):
 
 
 def use_references(monkeypatch):
-    """Swap the kernel launchers of minidl/cuda_kernels.py for their array-expression references (fast; the
+    """Swap the kernel launchers of minidl/kernels/cuda.py for their array-expression references (fast; the
     emulated kernels are exact but take seconds per real-sized layer): for whole runs on the stand-in."""
-    import minidl.cuda_kernels as K
+    import minidl.kernels.cuda as K
     for name in ("im2col", "col2im", "maxpool_forward", "maxpool_backward", "bn_stats", "bn_normalize", "bn_sums",
                  "bn_backward"):
         monkeypatch.setattr(K, name, getattr(K, name + "_ref"))

@@ -1,4 +1,4 @@
-"""Run the CUDA C bodies of minidl/cuda_kernels.py on the CPU, element by element, in Python.
+"""Run the CUDA C bodies of minidl/kernels/cuda.py on the CPU, element by element, in Python.
 
 This checks the kernels' index arithmetic where no GPU is at hand: the very source text CuPy would compile
 is translated line by line into Python and executed once per element ``i``, with C semantics where they

@@ -37,7 +37,7 @@ def test_reference_nets_have_torchs_parameter_counts(net):
 def test_conv_chunks_runs_and_restores_the_chunk_size(capsys, monkeypatch):
     """The chunk-size benchmark runs on a tiny layer list and leaves CHUNK_BYTES as it found it."""
     from benchmarks import conv_chunks
-    import minidl.ops.conv as conv
+    from minidl.kernels import cpu as conv
     monkeypatch.setattr(conv_chunks, "LAYERS", [(2, 6, 6, 3, 4, 1)])
     monkeypatch.setattr(conv_chunks, "FIRST_LAYERS", [(2, 3, 7, 4, 3, 1)])
     before = conv.CHUNK_BYTES, conv.KEEP_COLUMNS_BYTES
@@ -85,7 +85,7 @@ def test_gemm_bound_lists_the_products_the_ops_make(monkeypatch):
     call and every chunk of the weight gradient; the Linear layers' products are checked by B's and C's
     FLOPs, counted by hand."""
     from benchmarks import gemm_bound
-    import minidl.ops.conv as conv
+    from minidl.kernels import cpu as conv
     from minidl.nn import functional as F
     monkeypatch.setattr(conv, "CHUNK_BYTES", 2**16)
     monkeypatch.setattr(conv, "KEEP_COLUMNS_BYTES", 2**18)
@@ -140,3 +140,38 @@ def test_gemm_bound_runs(monkeypatch, capsys):
     assert 0 < row["gemm_ms"] and 0 < row["minidl_ms"]
     assert (row["torch_ms"] is None) == (throughput.torch is None)
     assert capsys.readouterr().out.splitlines()[1].split()[:2] == ["B", "4"]
+
+
+def test_kernels_benchmark_times_every_fast_kernel_on_the_nets_shapes(capsys):
+    """benchmarks/kernels.py: reference and fast kernel of every op that has one, on shapes read off the nets."""
+    from benchmarks import kernels as bench
+    rows = bench.main(["--nets", "B", "D", "--batch", "2", "--runs", "1"])
+    assert {r["op"] for r in rows} == set(minidl.kernels.OPS)
+    assert all(r["fwd_ref"] > 0 and r["fwd_fast"] > 0 and r["bwd_ref"] > 0 and r["bwd_fast"] > 0 for r in rows)
+    assert ("B0 Conv2d", "conv2d", (1, 28, 28)) in {(r["layer"], r["op"], r["shape"]) for r in rows}
+    assert minidl.get_ops() == "fast"
+
+
+def test_throughput_compares_ops_settings_in_one_run(tmp_path, capsys):
+    out = throughput.main(["--nets", "B", "--batch", "4", "--infer-batch", "4", "--runs", "1", "--warmup", "1",
+                           "--no-memory", "--no-torch", "--settle", "0", "--ops", "fast", "reference",
+                           "reference:conv2d", "--json", str(tmp_path / "t.json")])
+    row = out["nets"]["B"]["train_4"]
+    assert {"minidl_img_s", "minidl[reference]_img_s", "minidl[reference:conv2d]_img_s"} <= set(row)
+    assert minidl.get_ops() == "fast"
+    with pytest.raises(ValueError, match="reference:OP,OP"):
+        throughput.main(["--ops", "slow", "--no-torch"])
+
+
+@pytest.mark.skipif(throughput.torch is None, reason="torch is not installed (it is the yardstick of the ratios)")
+def test_before_after_runs_an_earlier_commit_beside_the_working_tree(capsys, monkeypatch):
+    import os
+    import subprocess
+    from benchmarks import before_after
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout")
+    monkeypatch.setattr(throughput, "SETTLE_S", 0.0)
+    out = before_after.main(["HEAD", "--nets", "B", "--what", "train4", "infer4", "--runs", "1"])
+    assert set(out) == {"B train4", "B infer4"} and all(set(r) == {"before", "now", "torch"} for r in out.values())
+    assert "minidl_before" in {m.split(".")[0] for m in __import__("sys").modules}

@@ -1,5 +1,5 @@
-"""conv2d and pooling: the gradient-check cases of tests/cases_conv.py, agreement with
-torch.nn.functional in float32 (when torch is importable), and errors on bad input."""
+"""conv2d and pooling: the gradient-check cases of tests/cases_conv.py on the fast kernels and on the references,
+agreement with torch.nn.functional in float32 (when torch is importable), and errors on bad input."""
 import numpy as np
 import pytest
 
@@ -21,7 +21,7 @@ def _tensors(arrays, dtype, device):
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_case_forward_and_gradcheck(case, device):
+def test_case_forward_and_gradcheck(case, device, ops_mode):
     arrays = case.inputs(np.random.default_rng(0))
     expected = case.ref(*arrays)
     for dtype, tol in ((np.float32, case.f32_tol), (np.float64, 1e-10)):
@@ -29,38 +29,6 @@ def test_case_forward_and_gradcheck(case, device):
         assert out.dtype == dtype
         np.testing.assert_allclose(out.numpy(), expected, rtol=tol, atol=tol)
     assert minidl.gradcheck(case.fn, _tensors(arrays, np.float64, device), **case.check)
-
-
-@pytest.mark.parametrize("keep", [2**30, 0], ids=["kept", "rebuilt"])
-@pytest.mark.parametrize("planes_max,full_ratio", [(4, 10.0), (0, 10.0), (0, 0.0)],
-                         ids=["planes-full", "nhwc-full", "nhwc-col2im"])
-@pytest.mark.parametrize("case", [c for c in CASES if c.op == "conv2d"], ids=lambda c: c.name)
-def test_conv_cases_through_both_column_layouts(case, planes_max, full_ratio, keep, monkeypatch):
-    """The cases' inputs are NCHW arrays with 2-4 channels, which conv2d reads as planes (the input image's
-    path); with PLANES_MAX_CHANNELS = 0 the same cases go through the NHWC columns of every later layer.
-    FULL_CORRELATION_MAX_RATIO 10 takes the full correlation for dx wherever the stride allows, 0 never;
-    KEEP_COLUMNS_BYTES 0 rebuilds the forward's columns in backward, 2**30 keeps them."""
-    from minidl.ops import conv as conv_mod
-    seen = []
-    monkeypatch.setattr(conv_mod, "FULL_CORRELATION_MAX_RATIO", full_ratio)
-    monkeypatch.setattr(conv_mod, "KEEP_COLUMNS_BYTES", keep)
-
-    class Recording(conv_mod.Columns):
-        def __init__(self, xpad, kernel, stride, dilation, out_hw, planes=False, ones=False, keep=False):
-            seen.append((id(xpad), planes, keep))
-            super().__init__(xpad, kernel, stride, dilation, out_hw, planes, ones, keep)
-
-    monkeypatch.setattr(conv_mod, "PLANES_MAX_CHANNELS", planes_max)
-    monkeypatch.setattr(conv_mod, "Columns", Recording)
-    arrays = case.inputs(np.random.default_rng(0))
-    out = case.fn(*_tensors(arrays, np.float64, "cpu"))
-    np.testing.assert_allclose(out.numpy(), case.ref(*arrays), rtol=1e-10, atol=1e-10)
-    assert len(seen) == 1 and seen[0][1] is (planes_max > 0)
-    out.sum().backward()
-    # the weight gradient rebuilds the forward's columns (same padded input) only when they were not kept
-    rebuilt = [s for s in seen[1:] if s[0] == seen[0][0]]
-    assert len(rebuilt) == (1 if keep == 0 else 0)
-    assert minidl.gradcheck(case.fn, _tensors(arrays, np.float64, "cpu"), **case.check)
 
 
 def test_every_conv_op_has_a_case():
@@ -132,7 +100,7 @@ def test_max_pool_ties_go_to_the_first_element():
     np.testing.assert_array_equal(x.grad.numpy()[0, 0], [[1, 0], [0, 0]])
 
 
-def test_outputs_are_nchw_views_of_nhwc_memory():
+def test_outputs_are_nchw_views_of_nhwc_memory():  # the fast kernels' layout
     x = minidl.Tensor(np.ones((2, 3, 6, 6), np.float32))
     w = minidl.Tensor(np.ones((4, 3, 3, 3), np.float32))
     y = conv2d(x, w, padding=1)
@@ -141,7 +109,7 @@ def test_outputs_are_nchw_views_of_nhwc_memory():
     assert max_pool2d(y, 2).data.transpose(0, 2, 3, 1).flags.c_contiguous
 
 
-def test_input_image_gets_no_gradient_work():
+def test_input_image_gets_no_gradient_work(ops_mode):
     x = minidl.Tensor(np.ones((1, 3, 5, 5), np.float32))  # requires_grad=False: dx is never computed
     w = minidl.Tensor(np.ones((2, 3, 3, 3), np.float32), requires_grad=True)
     conv2d(x, w).sum().backward()
@@ -165,45 +133,25 @@ def test_conv2d_wrong_channels_names_both_shapes():
     (lambda: max_pool2d(minidl.zeros(3, 8, 8), 2), r"\(N, C, H, W\)"),
     (lambda: avg_pool2d(minidl.zeros(1, 1, 2, 2), 3), r"smaller"),
 ])
-def test_bad_input_raises_clear_errors(call, match):
+def test_bad_input_raises_clear_errors(call, match, ops_mode):
     with pytest.raises(ValueError, match=match):
         call()
 
 
-@pytest.mark.parametrize("planes_max", [4, 0], ids=["planes", "nhwc"])
-@pytest.mark.parametrize("kw", [dict(padding=1), dict(stride=2, padding=1), dict(padding="same", dilation=2)], ids=str)
-def test_chunked_path_matches_reference_across_chunks(monkeypatch, kw, planes_max):
-    """Force one image per chunk and compare forward and all gradients with the one-chunk run."""
-    from minidl.ops import conv as conv_mod
-    monkeypatch.setattr(conv_mod, "PLANES_MAX_CHANNELS", planes_max)
-    rng = np.random.default_rng(3)
-    x, w, b = rng.standard_normal((3, 4, 7, 6)), rng.standard_normal((5, 4, 3, 3)), rng.standard_normal(5)
-    g = rng.standard_normal(conv2d(minidl.Tensor(x), minidl.Tensor(w), **kw).shape)
-
-    def run():
-        ts = [minidl.Tensor(a, requires_grad=True) for a in (x, w, b)]
-        y = conv2d(*ts, **kw)
-        y.backward(g)
-        return [y.numpy()] + [t.grad.numpy() for t in ts]
-
-    whole = run()
-    monkeypatch.setattr(conv_mod, "CHUNK_BYTES", 1)  # one image per chunk in every im2col loop
-    monkeypatch.setattr(conv_mod, "KEEP_COLUMNS_BYTES", 0)  # and the forward's columns rebuilt in backward
-    assert conv_mod._chunks(3, 100) == [(0, 1), (1, 2), (2, 3)]
-    for a, e in zip(run(), whole):
-        np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-12)
-
-
 def test_col2im_is_the_adjoint_of_im2col():
-    """<im2col(x), c> == <x, col2im(c)> for random x and c: the backward of the copy is the scatter-sum."""
+    """<im2col(x), c> == <x, col2im(c)> for random x and c: the backward of the copy is the scatter-sum; and the
+    fast kernel's offset-major col2im is the same sum."""
+    from minidl.kernels.cpu import col2im_offsets
     from minidl.ops.conv import col2im, im2col
     rng = np.random.default_rng(4)
-    x = rng.standard_normal((2, 9, 8, 3))
+    x = rng.standard_normal((2, 3, 9, 8))
     kernel, stride, dilation, out_hw = (3, 2), (2, 1), (1, 2), (4, 6)
     col = im2col(x, kernel, stride, dilation, out_hw)
     c = rng.standard_normal(col.shape)
-    back = col2im(c.reshape(2, 4, 6, 3, 2, 3).transpose(3, 4, 0, 1, 2, 5), x.shape, kernel, stride, dilation, out_hw)
+    back = col2im(c, x.shape, stride, dilation)
     assert np.isclose((col * c).sum(), (x * back).sum())
+    fast = col2im_offsets(c.transpose(2, 3, 0, 4, 5, 1), kernel, stride, dilation, out_hw, np.empty((2, 9, 8, 3)))
+    np.testing.assert_allclose(fast.transpose(0, 3, 1, 2), back, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("channels", [2, 6], ids=["planes", "nhwc"])

@@ -1,10 +1,10 @@
-"""The CuPy kernels of minidl/cuda_kernels.py against their references and against the NumPy ops.
+"""The CuPy kernels of minidl/kernels/cuda.py against their references and against the reference ops.
 
 Without a GPU, three kinds of test still run here, for real:
   * each kernel's CUDA C body, translated into Python by tests/kernel_emulator.py and run element by element,
     against the kernel's array-expression reference (index arithmetic, bounds, C integer division);
-  * the ops' GPU code paths (cuda_kernels.conv2d_forward/backward, max_pool2d_*, batch_norm_*, sgd_update,
-    adam_update) with those emulated kernels on NumPy arrays, against minidl's NumPy ops and optimizers;
+  * the ops' GPU kernels (kernels.cuda.conv2d_forward/backward, max_pool2d_*, batch_norm_*, sgd_update,
+    adam_update) with those emulated kernels on NumPy arrays, against minidl's reference ops and optimizers;
   * every kernel compiled by nvcc for sm_90 as CuPy lays it out (skipped where nvcc is absent).
 With a GPU, the compiled kernels run against the references, and the GPU ops against the NumPy ops.
 """
@@ -18,7 +18,7 @@ import pytest
 
 import minidl
 from minidl import backend
-from minidl import cuda_kernels as K
+from minidl.kernels import cuda as K
 from minidl.ops.conv import Conv2d
 from minidl.ops.loss import nan_where_invalid
 from minidl.ops.norm import BatchNorm
@@ -47,7 +47,7 @@ POOL_CONFIGS = [(2, None, 0), (3, 2, 1), (3, 1, 1), (2, 3, 0), ((3, 2), (2, 1), 
 
 @pytest.fixture
 def emulated(monkeypatch):
-    """cuda_kernels with every kernel launch replaced by its emulation on NumPy arrays."""
+    """kernels.cuda with every kernel launch replaced by its emulation on NumPy arrays."""
     def fake(spec):
         if isinstance(spec, K.Spec):
             return lambda *args: E.run_elementwise(spec, *args)
@@ -58,11 +58,8 @@ def emulated(monkeypatch):
 def _geometry(cfg):
     n, c, h, w, k, kh, kw, stride, padding, dilation = cfg
     op = Conv2d(stride, padding, dilation)
-    from minidl.ops.conv import conv_padding, out_size
-    pads = conv_padding(padding, (kh, kw), op.dilation, op.stride)
-    ho = out_size(h, pads[0] + pads[1], kh, op.stride[0], op.dilation[0])
-    wo = out_size(w, pads[2] + pads[3], kw, op.stride[1], op.dilation[1])
-    return op, (kh, kw), op.stride, pads, op.dilation, (ho, wo)
+    op.setup(np.empty((n, c, h, w)), np.empty((k, c, kh, kw)), None)
+    return op, op.kernel, op.stride, op.pads, op.dilation, op.out_hw
 
 
 # ---------------------------------------------------------------- the emulator itself
@@ -173,8 +170,16 @@ def test_batchnorm_kernels_match_references(shape, emulated):
                                rtol=1e-6, atol=1e-6)
 
 
-# ---------------------------------------------------------------- GPU op paths (emulated) == NumPy ops
-def _conv_numpy(x, w, b, gy, cfg):
+# ---------------------------------------------------------------- GPU op kernels (emulated) == reference ops
+@pytest.fixture
+def reference():
+    """The ops on their references (whose numbers the kernels must give)."""
+    minidl.set_ops("reference")
+    yield
+    minidl.set_ops("fast")
+
+
+def _conv_reference(x, w, b, gy, cfg):
     stride, padding, dilation = cfg[7:]
     xt, wt, bt = (minidl.Tensor(a, requires_grad=True) for a in (x, w, b))
     y = minidl.ops.conv2d(xt, wt, bt, stride=stride, padding=padding, dilation=dilation)
@@ -183,33 +188,32 @@ def _conv_numpy(x, w, b, gy, cfg):
 
 
 @pytest.mark.parametrize("cfg", CONV_CONFIGS, ids=str)
-def test_conv2d_gpu_path_matches_numpy_conv2d(cfg, emulated):
+def test_conv2d_gpu_kernel_matches_the_reference(cfg, emulated, reference):
     n, c, h, w, k, kh, kw = cfg[:7]
     rng = np.random.default_rng(4)
     x, wt, b = rng.standard_normal((n, c, h, w)), rng.standard_normal((k, c, kh, kw)), rng.standard_normal(k)
-    op = _geometry(cfg)[0]
-    op.needs_input_grad = (True, True, True)
-    y = K.conv2d_forward(op, x, wt, b)
+    op, kernel, stride, pads, dilation, out_hw = _geometry(cfg)
+    y, saved = K.conv2d_forward(x, wt, b, stride, pads, dilation, out_hw)
     gy = rng.standard_normal(y.shape)
-    gx, gw, gb = K.conv2d_backward(op, gy)
-    for got, ref in zip((y, gx, gw, gb), _conv_numpy(x, wt, b, gy, cfg)):
+    gx, gw, gb = K.conv2d_backward(gy, saved, (True, True, True))
+    for got, ref in zip((y, gx, gw, gb), _conv_reference(x, wt, b, gy, cfg)):
         assert got.shape == ref.shape and got.dtype == np.float64
         np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12)
 
 
-def test_conv2d_gpu_path_skips_unneeded_gradients(emulated):
+def test_conv2d_gpu_kernel_skips_unneeded_gradients(emulated):
     cfg = CONV_CONFIGS[0]
     n, c, h, w, k, kh, kw = cfg[:7]
     rng = np.random.default_rng(5)
-    op = _geometry(cfg)[0]
-    op.needs_input_grad = (False, True)
-    y = K.conv2d_forward(op, rng.standard_normal((n, c, h, w)), rng.standard_normal((k, c, kh, kw)))
-    gx, gw = K.conv2d_backward(op, rng.standard_normal(y.shape))
+    _, kernel, stride, pads, dilation, out_hw = _geometry(cfg)
+    y, saved = K.conv2d_forward(rng.standard_normal((n, c, h, w)), rng.standard_normal((k, c, kh, kw)), None,
+                                stride, pads, dilation, out_hw)
+    gx, gw = K.conv2d_backward(rng.standard_normal(y.shape), saved, (False, True))
     assert gx is None and gw.shape == (k, c, kh, kw)
 
 
 @pytest.mark.parametrize("cfg", POOL_CONFIGS, ids=str)
-def test_max_pool2d_gpu_path_matches_numpy_max_pool2d(cfg, emulated):
+def test_max_pool2d_gpu_kernel_matches_the_reference(cfg, emulated, reference):
     rng = np.random.default_rng(6)
     x = rng.integers(0, 4, (2, 3, 6, 7)).astype(np.float64)  # many ties: the first maximum must win on both
     xt = minidl.Tensor(x, requires_grad=True)
@@ -217,15 +221,14 @@ def test_max_pool2d_gpu_path_matches_numpy_max_pool2d(cfg, emulated):
     gy = rng.standard_normal(y_ref.shape)
     y_ref.backward(gy)
     op = MaxPool2d(*cfg)
-    op.needs_input_grad = (True,)
-    y = K.max_pool2d_forward(op, x)
+    y, saved = K.max_pool2d_forward(x, op.kernel, op.stride, op.pads, y_ref.shape[2:])
     np.testing.assert_array_equal(y, y_ref.data)
-    np.testing.assert_allclose(K.max_pool2d_backward(op, gy), xt.grad.data, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(K.max_pool2d_backward(gy, saved, (True,)), xt.grad.data, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("shape,nhwc", [((4, 3, 2, 3), False), ((4, 3, 2, 3), True), ((6, 5), False),
                                          ((3, 2, 4), False)], ids=str)
-def test_batch_norm_gpu_path_matches_numpy_batch_norm(shape, nhwc, emulated):
+def test_batch_norm_gpu_kernel_matches_the_reference(shape, nhwc, emulated, reference):
     rng = np.random.default_rng(7)
     x = rng.standard_normal(shape) * 2 + 0.5
     if nhwc:  # an NCHW view of NHWC memory, as conv2d returns
@@ -234,17 +237,14 @@ def test_batch_norm_gpu_path_matches_numpy_batch_norm(shape, nhwc, emulated):
     ref = BatchNorm(1e-5)
     ts = [minidl.Tensor(a, requires_grad=True) for a in (x, gamma, beta)]
     y_ref = ref(*ts)
-    ref_mean, ref_var, ref_m = ref.mean, ref.var, ref.m  # freed by backward
+    ref_mean, ref_var = ref.mean, ref.var  # freed by backward
     gy = rng.standard_normal(shape)
     y_ref.backward(gy)
-    op = BatchNorm(1e-5)
-    op.needs_input_grad = (True, True, True)
-    y = K.batch_norm_forward(op, x, gamma, beta)
+    y, mean, var, saved = K.batch_norm_forward(x, gamma, beta, 1e-5)
     np.testing.assert_allclose(y, y_ref.data, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(op.mean, ref_mean, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(op.var, ref_var, rtol=1e-10)
-    assert op.m == ref_m
-    for got, t in zip(K.batch_norm_backward(op, gy), ts):
+    np.testing.assert_allclose(mean, ref_mean, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(var, ref_var, rtol=1e-10)
+    for got, t in zip(K.batch_norm_backward(gy, saved, (True, True, True)), ts):
         np.testing.assert_allclose(got, t.grad.data, rtol=1e-9, atol=1e-11)
 
 
@@ -421,7 +421,7 @@ def _on_gpu(update, p, g, state, group):
 
 @needs_gpu
 @pytest.mark.parametrize("cfg", CONV_CONFIGS, ids=str)
-def test_gpu_conv2d_matches_numpy(cfg):
+def test_gpu_conv2d_matches_the_reference(cfg):
     n, c, h, w, k, kh, kw = cfg[:7]
     rng = np.random.default_rng(9)
     x, wt, b = (rng.standard_normal(s).astype(np.float32) for s in ((n, c, h, w), (k, c, kh, kw), (k,)))
@@ -429,7 +429,11 @@ def test_gpu_conv2d_matches_numpy(cfg):
     y = minidl.ops.conv2d(*ts, stride=cfg[7], padding=cfg[8], dilation=cfg[9])
     gy = rng.standard_normal(y.shape).astype(np.float32)
     y.backward(minidl.Tensor(gy, device="cuda"))
-    ref = _conv_numpy(x, wt, b, gy, cfg)
+    minidl.set_ops("reference")
+    try:
+        ref = _conv_reference(x, wt, b, gy, cfg)
+    finally:
+        minidl.set_ops("fast")
     for got, r in zip((y.data, ts[0].grad.data, ts[1].grad.data, ts[2].grad.data), ref):
         np.testing.assert_allclose(backend.to_numpy(got), r, rtol=1e-4, atol=1e-4)
 

@@ -222,11 +222,11 @@ def test_batchnorm_cumulative_average_and_no_running_stats():
     bn = nn.BatchNorm1d(2, momentum=None)
     xs = [_bn_input((5, 2), seed=s) for s in range(4)]
     for x in xs:
-        bn(minidl.Tensor(x))
+        bn(minidl.Tensor(x.astype(np.float32)))
     np.testing.assert_allclose(bn.running_mean.numpy(), np.mean([x.mean(0) for x in xs], axis=0), rtol=1e-5)
     free = nn.BatchNorm1d(2, track_running_stats=False).eval()
     assert free.running_mean is None and list(free.state_dict()) == ["weight", "bias"]
-    y = free(minidl.Tensor(xs[0])).numpy()  # batch statistics even in eval mode, as PyTorch
+    y = free(minidl.Tensor(xs[0].astype(np.float32))).numpy()  # batch statistics even in eval mode, as PyTorch
     np.testing.assert_allclose(y.mean(0), 0, atol=1e-6)
 
 

@@ -1,9 +1,11 @@
-"""Backward of max_pool2d and relu on NumPy, bit for bit: max_pool2d's tiled fast path (one comparison, one
-product) against its general per-offset path and a plain loop over windows, ties included; relu's against
-gy * (y > 0)."""
+"""Backward of max_pool2d and relu on NumPy, bit for bit: the fast kernel's tiled path (one comparison, one
+product) against its general per-offset path, the reference op and a plain loop over windows, ties included;
+relu's against gy * (y > 0)."""
 import numpy as np
 import pytest
 
+import minidl
+from minidl.kernels import cpu
 from minidl.ops.elementwise import ReLU
 from minidl.ops.pool import MaxPool2d
 
@@ -28,12 +30,23 @@ def reference_backward(x, gy, k, s, pad):
 
 
 def both_paths(x, gy, k, s=None, pad=0):
-    """(tiled?, dx of the fast path or None, dx of the general path, dx of backward) for one forward."""
+    """(tiled?, dx of the tiled path or None, dx of the general path, dx of the fast op, dx of the reference op)."""
     op = MaxPool2d(k, s, pad)
     op.forward(x)
-    g = gy.transpose(0, 2, 3, 1)
-    fast = op._unpad(op._dxpad(g, True)) if op._tiled() else None
-    return op._tiled(), fast, op._unpad(op._dxpad(g, False)), op.backward(gy)
+    saved, g = op.saved, gy.transpose(0, 2, 3, 1)
+    tiled = cpu.pool_tiles(saved)
+    fast = cpu.unpad(cpu.max_pool_dxpad(g, saved, True), x.shape, saved.pads) if tiled else None
+    general = cpu.unpad(cpu.max_pool_dxpad(g, saved, False), x.shape, saved.pads)
+    op.needs_input_grad = (True,)
+    try:
+        minidl.set_ops("reference")
+        ref = MaxPool2d(k, s, pad)
+        ref.forward(x)
+        ref.needs_input_grad = (True,)
+        reference = ref.backward(gy)
+    finally:
+        minidl.set_ops("fast")
+    return tiled, fast, general, op.backward(gy), reference
 
 
 def inputs(kind, shape, dtype, rng):
@@ -61,10 +74,10 @@ def test_tiled_fast_path_matches_general_path_and_loop(dtype, kind, k, pad, hw):
     kh, kw = (k, k) if isinstance(k, int) else k
     ho, wo = (hw[0] + 2 * pad) // kh, (hw[1] + 2 * pad) // kw
     gy = rng.standard_normal((2, 5, ho, wo)).astype(dtype)
-    tiled, fast, general, dx = both_paths(x, gy, k, None, pad)
+    tiled, fast, general, dx, dx_ref = both_paths(x, gy, k, None, pad)
     assert tiled
     ref = reference_backward(x, gy, k, k, pad)
-    for got in (fast, general, dx):
+    for got in (fast, general, dx, dx_ref):
         assert got.dtype == dtype and got.shape == x.shape
         assert np.array_equal(got, ref)
 
@@ -74,19 +87,20 @@ def test_tiled_fast_path_matches_general_path_and_loop(dtype, kind, k, pad, hw):
 def test_other_geometries_take_the_general_path(k, s, pad, hw):
     rng = np.random.default_rng(1)
     x = inputs("levels", (2, 3) + hw, np.float64, rng)
-    op = MaxPool2d(k, s, pad)
-    y = op.forward(x)
-    assert not op._tiled()
+    y = MaxPool2d(k, s, pad).forward(x)
     gy = rng.integers(-4, 5, size=y.shape).astype(np.float64)  # overlapping windows add: exact sums in any order
-    assert np.array_equal(op.backward(gy), reference_backward(x, gy, k, s, pad))
+    tiled, _, general, dx, dx_ref = both_paths(x, gy, k, s, pad)
+    assert not tiled
+    for got in (general, dx, dx_ref):
+        assert np.array_equal(got, reference_backward(x, gy, k, s, pad))
 
 
 def test_a_fast_path_without_the_first_hit_rule_is_caught(monkeypatch):
     """The tie tests have teeth: keeping every hit (not only the first) of the fast path is detected."""
     rng = np.random.default_rng(2)
     x, gy = inputs("levels", (2, 3, 4, 4), np.float32, rng), rng.standard_normal((2, 3, 2, 2)).astype(np.float32)
-    monkeypatch.setattr(MaxPool2d, "_keep_first", staticmethod(lambda hits: None))
-    _, fast, _, _ = both_paths(x, gy, 2)
+    monkeypatch.setattr(cpu, "keep_first", lambda hits: None)
+    _, fast, _, _, _ = both_paths(x, gy, 2)
     assert not np.array_equal(fast, reference_backward(x, gy, 2, 2, 0))
 
 
@@ -121,12 +135,3 @@ def test_relu_backward_is_gy_times_the_mask_bit_for_bit(dtype, layout):
     assert np.array_equal(dx, want, equal_nan=True)
     assert np.array_equal(np.signbit(dx), np.signbit(want))  # -0.0 where gy < 0 is masked, as gy * False
     assert np.array_equal(gy, gy_before, equal_nan=True)  # gy is never written
-
-
-def test_the_ab_benchmark_runs_and_checks_old_against_new(capsys):
-    """benchmarks/pool_relu.py: one tiny run; it raises if the old and new backward ever differ."""
-    from benchmarks import pool_relu
-    pool_relu.main(["--runs", "1", "--batch", "2"])
-    rows = capsys.readouterr().out.splitlines()[1:]
-    assert len(rows) == len(pool_relu.POOLS) + len(pool_relu.RELUS)
-    assert all(row.endswith("x") for row in rows)

@@ -1,4 +1,6 @@
-"""The project's promises about itself: the README quickstart and CI stay in step."""
+"""The project's promises about itself: the README quickstart and CI stay in step, and imports go the one way
+README's Layout table says."""
+import ast
 import os
 import re
 
@@ -36,3 +38,49 @@ def test_readme_results_table_is_the_generated_one():
     """README's Results table is results/RESULTS.md, which `python -m experiments results` writes."""
     table = open(os.path.join(ROOT, "results", "RESULTS.md")).read().strip()
     assert table in open(os.path.join(ROOT, "README.md")).read()
+
+
+def _layers():
+    """The package's layers in README's Layout order, as module-name prefixes ('minidl.backend', ...)."""
+    text = open(os.path.join(ROOT, "README.md")).read()
+    table = re.search(r"## Layout.*?\n\|---\|---\|\n(.*?)\n\n", text, re.S).group(1)
+    layers = []
+    for row in table.splitlines():
+        cell = row.split("|")[1]
+        names = re.findall(r"`([^`]+)`", cell)
+        if not names[0].startswith("minidl/"):
+            continue
+        folder = os.path.dirname(names[0])
+        layers.append([(folder + "/" + n if "/" not in n else n).rstrip("/").removesuffix(".py").replace("/", ".")
+                       for n in names])
+    return layers
+
+
+def test_imports_go_one_way_down_readmes_layout_table():
+    layers = _layers()
+    assert layers[0] == ["minidl.backend"] and ["minidl.kernels"] in layers and ["minidl.ops"] in layers
+
+    def rank(module):
+        for i, names in enumerate(layers):
+            if any(module == n or module.startswith(n + ".") for n in names):
+                return i
+        raise AssertionError(f"{module} is in no row of README's Layout table")
+
+    upward = []
+    for folder, _, files in os.walk(os.path.join(ROOT, "minidl")):
+        for f in files:
+            path = os.path.join(folder, f)
+            module = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".").removesuffix(".__init__")
+            if not f.endswith(".py") or module == "minidl":   # the package's front imports every layer
+                continue
+            for node in ast.walk(ast.parse(open(path).read())):
+                if isinstance(node, ast.ImportFrom) and node.module == "minidl":   # from minidl import ops
+                    targets = ["minidl." + a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    targets = [node.module]
+                else:
+                    targets = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                for target in targets:
+                    if target.startswith("minidl.") and rank(target) > rank(module):
+                        upward.append((module, target))
+    assert upward == [("minidl.autograd", "minidl.ops")], upward

@@ -14,6 +14,7 @@ def _index(i, n, what):
 
 class Sequential(Module):
     """``Sequential(m1, m2, ...)`` or ``Sequential(OrderedDict(name=module))``: forward applies each in turn."""
+    is_container = True
 
     def __init__(self, *modules):
         super().__init__()
@@ -66,6 +67,7 @@ class Sequential(Module):
 
 class ModuleList(Module):
     """A list of modules whose parameters are registered (it has no forward of its own)."""
+    is_container = True
 
     def __init__(self, modules=None):
         super().__init__()

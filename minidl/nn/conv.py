@@ -4,14 +4,7 @@ from minidl.nn import init
 from minidl.nn.linear import _empty
 from minidl.nn.module import Module
 from minidl.nn.parameter import Parameter
-
-
-def _pair(v, what):
-    if isinstance(v, int):
-        return (v, v)
-    if isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(i, int) for i in v):
-        return tuple(v)
-    raise ValueError(f"{what} must be an int or a pair of ints, got {v!r}")
+from minidl.ops.conv import pair
 
 
 class Conv2d(Module):
@@ -26,9 +19,9 @@ class Conv2d(Module):
             raise ValueError(f"Conv2d needs positive channel counts, got in_channels={in_channels}, "
                              f"out_channels={out_channels}")
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride = _pair(stride, "stride")
-        self.dilation = _pair(dilation, "dilation")
+        self.kernel_size = pair(kernel_size, "Conv2d: kernel_size")
+        self.stride = pair(stride, "Conv2d: stride")
+        self.dilation = pair(dilation, "Conv2d: dilation")
         if isinstance(padding, str):
             if padding not in ("same", "valid"):
                 raise ValueError(f"padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
@@ -36,7 +29,7 @@ class Conv2d(Module):
                 raise ValueError(f"padding='same' needs stride 1 (as in PyTorch), got stride {self.stride}")
             self.padding = (0, 0) if padding == "valid" else padding
         else:
-            self.padding = _pair(padding, "padding")
+            self.padding = pair(padding, "Conv2d: padding", minimum=0)
         self.weight = Parameter(_empty((out_channels, in_channels) + self.kernel_size, device, dtype))
         if bias:
             self.bias = Parameter(_empty((out_channels,), device, dtype))

@@ -9,6 +9,7 @@ from minidl import backend, ops
 from minidl.autograd import Tensor
 from minidl.ops.dropout import Dropout as _Dropout
 from minidl.ops.dropout import Dropout2d as _Dropout2d
+from minidl.ops.linear import linear as _linear
 from minidl.ops.norm import BatchNorm as _BatchNorm
 from minidl.ops.norm import BatchNormEval as _BatchNormEval
 
@@ -23,33 +24,28 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     if input.shape[-1:] != weight.shape[1:]:
         raise ValueError(f"linear: input of shape {tuple(input.shape)} has {input.shape[-1] if input.ndim else 0} "
                          f"features, the weight of shape {tuple(weight.shape)} expects {weight.shape[1]}")
-    from minidl.ops.linear import linear as _linear
     return _linear(input, weight, bias)
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1):
     """2-D cross-correlation of NCHW input with weight (C_out, C_in, kH, kW) (``minidl.ops.conv``);
     padding is an int, a pair or 'same'."""
-    from minidl.ops.conv import conv2d as _conv2d
-    return _conv2d(input, weight, bias, stride=stride, padding=padding, dilation=dilation)
+    return ops.conv2d(input, weight, bias, stride=stride, padding=padding, dilation=dilation)
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0):
     """Maximum over each window (stride defaults to the kernel size)."""
-    from minidl.ops.pool import max_pool2d as _max_pool2d
-    return _max_pool2d(input, kernel_size, stride=stride, padding=padding)
+    return ops.max_pool2d(input, kernel_size, stride=stride, padding=padding)
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0):
     """Mean over each window, zero padding counted (count_include_pad=True, as PyTorch)."""
-    from minidl.ops.pool import avg_pool2d as _avg_pool2d
-    return _avg_pool2d(input, kernel_size, stride=stride, padding=padding)
+    return ops.avg_pool2d(input, kernel_size, stride=stride, padding=padding)
 
 
 def adaptive_avg_pool2d(input, output_size=1):
     """Average pooling to a fixed output size (1: global average pooling)."""
-    from minidl.ops.pool import adaptive_avg_pool2d as _adaptive_avg_pool2d
-    return _adaptive_avg_pool2d(input, output_size)
+    return ops.adaptive_avg_pool2d(input, output_size)
 
 
 # ------------------------------------------------------------------ regularisation and normalisation
@@ -103,6 +99,8 @@ def _update_running_stats(running_mean, running_var, num_batches_tracked, moment
         factor = 1.0 / num_batches_tracked.data.astype("float64")
     else:
         factor = float(momentum)
+    if mean is None:   # an empty batch has no statistics: PyTorch only counts it
+        return
     unbiased = var * _as_dtype(count / (count - 1), var.dtype)
     for buf, stat in ((running_mean, mean), (running_var, unbiased)):
         a = buf.data

@@ -3,7 +3,7 @@
 One forward pass of a zero input (evaluation mode, no graph; the model's modes and
 buffers are left as they were) records each layer's output shape through forward
 hooks.  Rows list every module except the model itself and plain containers
-(Sequential, ModuleList), numbered in the order they ran, as torchsummary does.
+(``is_container``: Sequential, ModuleList), numbered in the order they ran, as torchsummary does.
 Sizes in MB (2**20 bytes) are for ``batch_size`` samples (one when it is -1):
 input, forward/backward pass (every listed output twice: value and gradient),
 parameters, and their sum.
@@ -61,8 +61,6 @@ def summary(model, input_shape, batch_size: int = -1, device=None, dtype=None, p
     input of ``input_shape`` (without the batch axis; a list of shapes for several inputs)
     and return a ``ModelSummary``.  ``device`` defaults to where the model's parameters are;
     ``print_fn=None`` prints nothing."""
-    from minidl.nn.container import ModuleList, Sequential
-
     if batch_size != -1 and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be -1 (unspecified) or a positive int, got {batch_size!r}")
     shapes = [tuple(input_shape)] if all(isinstance(d, int) for d in input_shape) else [tuple(s) for s in input_shape]
@@ -82,7 +80,7 @@ def summary(model, input_shape, batch_size: int = -1, device=None, dtype=None, p
         rows.append((name, _shape_list(out, batch_size), n))
 
     for m in model.modules():
-        if (m is model and not leaf_model) or isinstance(m, (Sequential, ModuleList)):
+        if (m is model and not leaf_model) or m.is_container:
             continue
         handles.append(m.register_forward_hook(hook))
     modes = [(m, m.training) for m in model.modules()]

@@ -13,6 +13,7 @@ import numpy as np
 
 from minidl import backend
 from minidl.autograd import HookHandle, Tensor
+from minidl.nn.model_summary import summary
 from minidl.nn.parameter import Parameter
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
@@ -56,6 +57,10 @@ def _value_array(value):
 class Module:
     """Base class of layers and models: subclasses set attributes in ``__init__`` (after
     calling ``super().__init__()``) and define ``forward``."""
+
+    is_container = False
+    """True for plain containers (Sequential, ModuleList), which only hold other modules: ``summary()`` gives
+    them no row, as torchsummary."""
 
     def __init__(self):
         d = self.__dict__
@@ -367,5 +372,4 @@ class Module:
         """Print (and return) a torchsummary-style table of this model: each layer's type,
         output shape and parameter count, the totals, and memory estimates in MB.
         ``input_shape`` excludes the batch axis, e.g. ``(3, 32, 32)``; see ``minidl.nn.model_summary``."""
-        from minidl.nn.model_summary import summary
         return summary(self, input_shape, batch_size=batch_size, device=device, dtype=dtype, print_fn=print_fn)

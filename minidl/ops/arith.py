@@ -27,9 +27,8 @@ def _check_broadcast(a, b, what):
 
 def gemm(a, b):
     """a @ b for matrices a (m, k) and b (k, n), computed as (b^T a^T)^T when m < n: the same numbers,
-    returned as a transposed (F-ordered) view.  Why: OpenBLAS with two threads ran the wide orientation
-    (few rows, many columns, long k) 4-8x slower than the tall one on this 2-core machine whenever another
-    process wanted a core (its threads wait by yielding the CPU), and no faster with one thread
+    returned as a transposed (F-ordered) view.  Why: multi-threaded OpenBLAS runs the wide orientation (few
+    rows, many columns, long k) several times slower than the tall one whenever another process wants a core
     (``python -m benchmarks.gemm_orientation``)."""
     if a.shape[0] < b.shape[1]:
         return (b.T @ a.T).T

@@ -27,6 +27,7 @@ class Dropout(Function):
     """Inverted dropout: y = x * m / (1 - p), m_i ~ Bernoulli(1 - p) per element;
     dx = gy * m / (1 - p)"""
     name = "dropout"
+    floating = ("input",)
 
     def __init__(self, p=0.5):
         self.p = _check_p(p)
@@ -43,6 +44,7 @@ class Dropout2d(Function):
     """Channel dropout on (N, C, ...): y[n, c] = x[n, c] * m[n, c] / (1 - p), one Bernoulli(1 - p)
     draw per (sample, channel), so whole feature maps are zeroed;  dx = gy * m / (1 - p)"""
     name = "dropout2d"
+    floating = ("input",)
 
     def __init__(self, p=0.5):
         self.p = _check_p(p)

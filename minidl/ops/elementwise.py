@@ -6,6 +6,7 @@ from minidl.autograd import Function
 class Exp(Function):
     """y = e^x;  dx = gy * y"""
     name = "exp"
+    floating = ("input",)
 
     def forward(self, x):
         self.y = backend.get_array_module(x).exp(x)
@@ -18,6 +19,7 @@ class Exp(Function):
 class Log(Function):
     """y = ln x;  dx = gy / x"""
     name = "log"
+    floating = ("input",)
 
     def forward(self, x):
         self.x = x
@@ -30,6 +32,7 @@ class Log(Function):
 class Sqrt(Function):
     """y = sqrt(x);  dx = gy / (2 y)"""
     name = "sqrt"
+    floating = ("input",)
 
     def forward(self, x):
         self.y = backend.get_array_module(x).sqrt(x)
@@ -79,6 +82,7 @@ class Clip(Function):
 class Tanh(Function):
     """y = tanh x;  dx = gy * (1 - y^2)"""
     name = "tanh"
+    floating = ("input",)
 
     def forward(self, x):
         self.y = backend.get_array_module(x).tanh(x)
@@ -92,6 +96,7 @@ class Sigmoid(Function):
     """y = 1 / (1 + e^-x), computed as (1 + tanh(x/2)) / 2, which never overflows;
     dx = gy * y * (1 - y)"""
     name = "sigmoid"
+    floating = ("input",)
 
     def forward(self, x):
         xp = backend.get_array_module(x)
@@ -109,8 +114,8 @@ class ReLU(Function):
     """y = max(x, 0);  dx = gy where x > 0, else 0  (= gy * [y > 0])
 
     Backward writes the mask [y > 0] as 1.0/0.0 straight into the new dx and multiplies by gy in place:
-    two float passes and no bool temporary to allocate and cast (benchmarks/pool_relu.py), the same
-    numbers as gy * (y > 0), bit for bit."""
+    two float passes and no bool temporary to allocate and cast, the same numbers as gy * (y > 0), bit for
+    bit (tests/test_pool_relu.py)."""
     name = "relu"
 
     def forward(self, x):

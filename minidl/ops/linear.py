@@ -10,6 +10,7 @@ class Linear(Function):
     One op rather than matmul(x, W.T) + b: dW comes out in W's own (out, in) layout, contiguous,
     so the optimizer's passes over it run at full speed, and no broadcast bias gradient is formed."""
     name = "linear"
+    floating = ("input", "weight", "bias")
 
     def forward(self, x, w, b=None):
         self.x, self.w = x, w

@@ -15,6 +15,7 @@ def _log_softmax(x, axis):
 class Softmax(Function):
     """y_i = e^{x_i} / sum_j e^{x_j};  dx = y * (gy - sum_j gy_j y_j)"""
     name = "softmax"
+    floating = ("input",)
 
     def __init__(self, axis=-1):
         self.axis = axis
@@ -32,6 +33,7 @@ class Softmax(Function):
 class LogSoftmax(Function):
     """y = x - log sum_j e^{x_j};  dx = gy - softmax(x) * sum_j gy_j"""
     name = "log_softmax"
+    floating = ("input",)
 
     def __init__(self, axis=-1):
         self.axis = axis
@@ -73,6 +75,8 @@ def nan_where_invalid(loss, t, c):
 
 
 def _reduce(loss, reduction, n):
+    if reduction == "mean" and n == 0:   # the mean of no losses: NaN, as PyTorch (without NumPy's 0/0 warning)
+        return backend.get_array_module(loss).full((), float("nan"), dtype=loss.dtype)
     if reduction == "mean":
         return loss.sum() / loss.dtype.type(n)
     if reduction == "sum":
@@ -85,7 +89,7 @@ def _reduction_grad(gy, reduction, n, shape):
     xp = backend.get_array_module(gy)
     if reduction == "none":
         return gy.reshape(shape)
-    scale = gy / gy.dtype.type(n) if reduction == "mean" else gy
+    scale = gy / gy.dtype.type(n) if reduction == "mean" and n else gy
     return xp.broadcast_to(scale, shape)
 
 
@@ -94,6 +98,7 @@ class CrossEntropy(Function):
     label smoothing e:  loss_n = -(1-e) logp[n, t_n] - (e/C) sum_c logp[n, c],  logp = log_softmax(x).
     dx = (softmax(x) - (1-e) onehot(t) - e/C) * dloss_n.  Targets get no gradient."""
     name = "cross_entropy"
+    floating = ("input",)
 
     def __init__(self, reduction="mean", label_smoothing=0.0):
         if reduction not in REDUCTIONS:
@@ -128,6 +133,7 @@ class NLLLoss(Function):
     """Negative log-likelihood of log-probabilities x (N, C) at class indices t (N,):
     loss_n = -x[n, t_n];  dx[n, t_n] = -dloss_n, zero elsewhere."""
     name = "nll_loss"
+    floating = ("input",)
 
     def __init__(self, reduction="mean"):
         if reduction not in REDUCTIONS:
@@ -152,6 +158,7 @@ class NLLLoss(Function):
 class MSELoss(Function):
     """loss = (x - y)^2, reduced;  dx = 2 (x - y) dloss,  dy = -dx"""
     name = "mse_loss"
+    floating = ("input", "target")
 
     def __init__(self, reduction="mean"):
         if reduction not in REDUCTIONS:

@@ -1,164 +1,89 @@
 """Pooling over 2-D windows of NCHW tensors: max, average, adaptive (global) average.
 
-Like ``conv2d`` these work on the NHWC memory underneath the NCHW shape (see
-minidl/ops/conv.py): the input is viewed as (N, H, W, C), each window offset
-(p, q) is one strided (N, Ho, Wo, C) slice of the padded input,
+Max and average pooling are im2col without the GEMM (minidl/ops/conv.py): the windows of the padded input,
+col[n, c, p, q, i, j] = xpad[n, c, s i + p, s j + q], reduced over the window's kh kw values; backward
+puts each window's gradient into a dcol of the same shape and col2im adds it back where it was read.
 
-    slice_pq[n, i, j, c] = xpad[n, s i + p, s j + q, c],
+    max:      y = max_{p, q} col,                 dcol = gy where (p, q) is the window's first maximum, else 0
+    average:  y = (1 / (kh kw)) sum_{p, q} col,   dcol = gy / (kh kw) at every (p, q)
 
-and the output is an NCHW view of an NHWC array.  Loops run over the kh kw
-offsets only, never over pixels; backward routes gy back through the same slices.
+Max pooling pads with -inf, average pooling with zeros that count in the divisor (count_include_pad=True, as
+PyTorch).  Like ``Conv2d``, both hand the same arrays to a fast kernel (minidl/kernels) unless
+``minidl.set_ops("reference")`` is in force.
 """
 from __future__ import annotations
 
-from minidl import backend
+from minidl import backend, kernels
 from minidl.autograd import Function
-from minidl.ops.conv import pad_nhwc
-
-
-def _pair(v, what):
-    if isinstance(v, bool) or not (isinstance(v, int) or (isinstance(v, (tuple, list)) and len(v) == 2
-                                                          and all(isinstance(e, int) for e in v))):
-        raise TypeError(f"pooling: {what} must be an int or a pair of ints, got {v!r}")
-    return (v, v) if isinstance(v, int) else tuple(v)
+from minidl.ops.conv import col2im, im2col, pad, pair
 
 
 class _Pool2d(Function):
+    floating = ("input",)
+    fill = 0.0   # the padding value
+
     def __init__(self, kernel_size, stride=None, padding=0):
-        self.kernel = _pair(kernel_size, "kernel_size")
-        self.stride = self.kernel if stride is None else _pair(stride, "stride")
-        ph, pw = _pair(padding, "padding")
-        if min(self.kernel) < 1 or min(self.stride) < 1:
-            raise ValueError(f"{self.name}: kernel_size and stride must be >= 1, got {kernel_size}, {stride}")
-        if not (0 <= ph <= self.kernel[0] // 2 and 0 <= pw <= self.kernel[1] // 2):
+        self.kernel = pair(kernel_size, f"{self.name}: kernel_size")
+        self.stride = self.kernel if stride is None else pair(stride, f"{self.name}: stride")
+        ph, pw = pair(padding, f"{self.name}: padding", minimum=0)
+        if ph > self.kernel[0] // 2 or pw > self.kernel[1] // 2:
             raise ValueError(f"{self.name}: padding must lie in [0, kernel_size // 2], got padding {padding} "
                              f"for kernel_size {kernel_size}")
         self.pads = (ph, ph, pw, pw)
 
-    def _setup(self, x, fill):
-        """The padded NHWC input; checks the shape and sets the output size."""
-        self.geometry(x)
-        xpad = pad_nhwc(x.transpose(0, 2, 3, 1), self.pads, fill)
-        self.padded_shape = xpad.shape
-        return xpad
-
-    def geometry(self, x):
-        """Check the shape and set ``x_shape`` and ``out_hw`` (shared by the NumPy and the CuPy forward)."""
+    def forward(self, x):
         if x.ndim != 4:
             raise ValueError(f"{self.name}: expected input of shape (N, C, H, W), got {tuple(x.shape)}")
-        n, c, h, w = x.shape
-        (kh, kw), (s1, s2), (t, b, l, r) = self.kernel, self.stride, self.pads
-        ho, wo = (h + t + b - kh) // s1 + 1, (w + l + r - kw) // s2 + 1
-        if ho < 1 or wo < 1:
+        (n, c, h, w), (kh, kw), (s1, s2), (t, b, l, r) = x.shape, self.kernel, self.stride, self.pads
+        self.x_shape, self.out_hw = x.shape, ((h + t + b - kh) // s1 + 1, (w + l + r - kw) // s2 + 1)
+        if min(self.out_hw) < 1:
             raise ValueError(f"{self.name}: input of shape {tuple(x.shape)} is smaller than the kernel "
                              f"{self.kernel} (padding {self.pads[::2]})")
-        self.x_shape, self.out_hw = x.shape, (ho, wo)
+        self.fast = kernels.choose(self.name, x)    # a fast kernel module, or None: the reference
+        if self.fast:
+            y, self.saved = getattr(self.fast, self.name + "_forward")(x, self.kernel, self.stride, self.pads,
+                                                                       self.out_hw)
+            return y
+        xpad = pad(x, self.pads, self.fill)
+        self.xpad_shape = xpad.shape
+        col = im2col(xpad, self.kernel, self.stride, (1, 1), self.out_hw)
+        return self.pool(col.reshape(n, c, kh * kw, *self.out_hw))   # the window's kh kw values on axis 2
 
-    def _slice(self, a, p, q):
-        """The (N, Ho, Wo, C) slice of an (N, Hp, Wp, C) array at kernel offset (p, q)."""
-        (s1, s2), (ho, wo) = self.stride, self.out_hw
-        return a[:, p:p + s1 * (ho - 1) + 1:s1, q:q + s2 * (wo - 1) + 1:s2]
-
-    def _offsets(self):
-        return [(p, q) for p in range(self.kernel[0]) for q in range(self.kernel[1])]
-
-    def _unpad(self, dxpad):
-        t, _, l, _ = self.pads
-        _, _, h, w = self.x_shape
-        return dxpad[:, t:t + h, l:l + w].transpose(0, 3, 1, 2)
+    def backward(self, gy):
+        if self.fast:
+            return getattr(self.fast, self.name + "_backward")(gy, self.saved, self.needs_input_grad)
+        (n, c, h, w), (kh, kw), (t, _, l, _) = self.x_shape, self.kernel, self.pads
+        dcol = self.unpool(gy[:, :, None]).reshape(n, c, kh, kw, *self.out_hw)
+        return col2im(dcol, self.xpad_shape, self.stride, (1, 1))[:, :, t:t + h, l:l + w]
 
 
 class MaxPool2d(_Pool2d):
     """y[n, c, i, j] = max_{p, q} xpad[n, c, s i + p, s j + q]  (padding counts as -inf);
-    dx = gy routed to the argmax of each window (the first one on ties, as PyTorch).
-
-    Forward is kh kw - 1 elementwise maxima of strided slices, nothing else.  Backward compares each
-    slice with y (hits[k] = slice_k == y), keeps only the first hit of each window in offset order
-    (``_keep_first``) and multiplies gy by it.  When the windows tile the padded input (stride ==
-    kernel and the sizes divide) the masks of all offsets are one array laid out like xpad, viewed as
-    (N, Ho, kh, Wo, kw, C): one comparison with y and one product with gy give dxpad directly, with no
-    per-offset passes (the usual MaxPool2d(2); 2.7-3.7x the per-offset version on the reference nets'
-    maps, ``python -m benchmarks.pool_relu``).  Both give the same numbers; a zero off the argmax is
-    gy * 0, so it may be -0.0 where gy < 0."""
+    dx = col2im(dcol), dcol = gy at each window's first maximum (as PyTorch on ties), 0 elsewhere."""
     name = "max_pool2d"
+    fill = -float("inf")
 
-    def forward(self, x):
-        if backend.device_of(x) == "cuda":  # CuPy: one gather kernel each way (minidl/cuda_kernels.py)
-            from minidl import cuda_kernels
-            return cuda_kernels.max_pool2d_forward(self, x)
-        xp = backend.get_array_module(x)
-        xpad = self._setup(x, -float("inf"))
-        offsets = self._offsets()
-        if len(offsets) == 1:
-            y = self._slice(xpad, 0, 0).copy()
-        else:
-            y = xp.maximum(self._slice(xpad, *offsets[0]), self._slice(xpad, *offsets[1]))
-            for p, q in offsets[2:]:
-                xp.maximum(y, self._slice(xpad, p, q), out=y)
-        self.xpad, self.y = xpad, y
-        return y.transpose(0, 3, 1, 2)
+    def pool(self, col):
+        self.arg = col.argmax(axis=2)                        # the first maximum of each window
+        return col.max(axis=2)
 
-    def backward(self, gy):
-        if hasattr(self, "gpu_idx"):
-            from minidl import cuda_kernels
-            return cuda_kernels.max_pool2d_backward(self, gy)
-        return self._unpad(self._dxpad(gy.transpose(0, 2, 3, 1), self._tiled()))
-
-    def _tiled(self):
-        """True when every padded pixel lies in exactly one window."""
-        (kh, kw), (ho, wo), (hp, wp) = self.kernel, self.out_hw, self.padded_shape[1:3]
-        return self.stride == self.kernel and (hp, wp) == (ho * kh, wo * kw)
-
-    @staticmethod
-    def _keep_first(hits):
-        """In place: clear every hits[k] (bool) that an earlier hits[j], j < k, already has set."""
-        xp = backend.get_array_module(hits[0])
-        taken = hits[0].copy()
-        for k in range(1, len(hits)):
-            xp.greater(hits[k], taken, out=hits[k])  # hit and not taken
-            if k + 1 < len(hits):
-                xp.logical_or(taken, hits[k], out=taken)
-
-    def _dxpad(self, g, tiled):
-        """The gradient of the padded NHWC input from g = gy as (N, Ho, Wo, C)."""
-        xp = backend.get_array_module(g)
-        (kh, kw), (ho, wo), offsets = self.kernel, self.out_hw, self._offsets()
-        if tiled:
-            n, _, _, c = self.padded_shape
-            hits = self.xpad.reshape(n, ho, kh, wo, kw, c) == self.y[:, :, None, :, None]
-            self._keep_first([hits[:, :, p, :, q] for p, q in offsets])
-            return (g[:, :, None, :, None] * hits).reshape(self.padded_shape)
-        hits = xp.empty((len(offsets),) + self.y.shape, dtype=bool)
-        for k, (p, q) in enumerate(offsets):
-            xp.equal(self._slice(self.xpad, p, q), self.y, out=hits[k])
-        self._keep_first(hits)
-        dxpad = xp.zeros(self.padded_shape, dtype=g.dtype)
-        for k, (p, q) in enumerate(offsets):
-            self._slice(dxpad, p, q)[...] += g * hits[k]
-        return dxpad
+    def unpool(self, g):
+        kk = self.kernel[0] * self.kernel[1]
+        onehot = backend.get_array_module(g).arange(kk).reshape(1, 1, kk, 1, 1) == self.arg[:, :, None]
+        return onehot * g
 
 
 class AvgPool2d(_Pool2d):
-    """y[n, c, i, j] = (1 / (kh kw)) sum_{p, q} xpad[n, c, s i + p, s j + q]  (zero padding counted in the
-    divisor: count_include_pad=True, as PyTorch);  dx = each window's gy / (kh kw) added back."""
+    """y[n, c, i, j] = (1 / (kh kw)) sum_{p, q} xpad[n, c, s i + p, s j + q]  (zero padding counted);
+    dx = col2im(dcol), dcol = gy / (kh kw) at every window position."""
     name = "avg_pool2d"
 
-    def forward(self, x):
-        xpad = self._setup(x, 0)
-        y = None
-        for p, q in self._offsets():
-            s = self._slice(xpad, p, q)
-            y = s.copy() if y is None else y.__iadd__(s)
-        y *= y.dtype.type(1.0 / (self.kernel[0] * self.kernel[1]))
-        return y.transpose(0, 3, 1, 2)
+    def pool(self, col):
+        return col.mean(axis=2)
 
-    def backward(self, gy):
-        xp = backend.get_array_module(gy)
-        g = gy.transpose(0, 2, 3, 1) * gy.dtype.type(1.0 / (self.kernel[0] * self.kernel[1]))
-        dxpad = xp.zeros(self.padded_shape, dtype=gy.dtype)
-        for p, q in self._offsets():
-            self._slice(dxpad, p, q)[...] += g
-        return self._unpad(dxpad)
+    def unpool(self, g):
+        kk = self.kernel[0] * self.kernel[1]
+        return backend.get_array_module(g).broadcast_to(g / g.dtype.type(kk), g.shape[:2] + (kk,) + g.shape[3:])
 
 
 class AdaptiveAvgPool2d(Function):
@@ -166,11 +91,10 @@ class AdaptiveAvgPool2d(Function):
     (PyTorch's rule); output_size 1 is the global average  y[n, c] = mean_{h, w} x[n, c, h, w].
     dx = each cell's gy / (cell area) spread over the cell."""
     name = "adaptive_avg_pool2d"
+    floating = ("input",)
 
     def __init__(self, output_size=1):
-        self.out_hw = _pair(output_size, "output_size")
-        if min(self.out_hw) < 1:
-            raise ValueError(f"adaptive_avg_pool2d: output_size must be >= 1, got {output_size}")
+        self.out_hw = pair(output_size, "adaptive_avg_pool2d: output_size")
 
     @staticmethod
     def _bounds(size, out):

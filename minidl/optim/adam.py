@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+from minidl import kernels
 from minidl.optim.optimizer import Optimizer, _check_hyper, chunks
 
 
@@ -30,9 +31,8 @@ class Adam(Optimizer):
                                       maximize=maximize, decoupled_weight_decay=decoupled_weight_decay))
 
     def _update(self, p, g, group, state):
-        if p.device == "cuda" and not group["amsgrad"]:  # CuPy: one fused kernel (minidl/cuda_kernels.py)
-            from minidl import cuda_kernels
-            return cuda_kernels.adam_update(p.data, g, state, group)
+        if p.device == "cuda" and not group["amsgrad"] and kernels.get_ops() != "reference":  # minidl/kernels/cuda.py
+            return kernels.cuda.adam_update(p.data, g, state, group)
         xp = p.xp
         lr, eps, weight_decay = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
         beta1, beta2 = (float(b) for b in group["betas"])

@@ -175,8 +175,8 @@ def chunks(*arrays):
 
     An update written as several in-place ufunc passes (``b *= momentum; b += g; p -= lr * b``) over a
     large parameter streams the whole of every array through memory on each pass; taken chunk by chunk,
-    each pass finds its operands still in the cache.  For the MLP's 12.5M parameters this halves SGD's
-    step (``python -m benchmarks.throughput --nets C --profile``, "optimizer step").  The updates stay
+    each pass finds its operands still in the cache (``python -m benchmarks.throughput --nets C --profile``,
+    "optimizer step").  The updates stay
     elementwise, so the result is the same, bit for bit, as one pass over whole arrays; arrays that are
     small, not C-contiguous (a reshape would copy), or on the GPU (one kernel launch per chunk would
     cost more than it saves) come whole, as one chunk.

@@ -1,6 +1,7 @@
 """Stochastic gradient descent with momentum (PyTorch's update rule)."""
 from __future__ import annotations
 
+from minidl import kernels
 from minidl.optim.optimizer import Optimizer, _check_hyper, chunks
 
 
@@ -27,9 +28,8 @@ class SGD(Optimizer):
                                       nesterov=nesterov, maximize=maximize))
 
     def _update(self, p, g, group, state):
-        if p.device == "cuda":  # CuPy: the same step in one fused kernel (minidl/cuda_kernels.py)
-            from minidl import cuda_kernels
-            return cuda_kernels.sgd_update(p.data, g, state, group)
+        if p.device == "cuda" and kernels.get_ops() != "reference":  # CuPy: one fused kernel (minidl/kernels/cuda.py)
+            return kernels.cuda.sgd_update(p.data, g, state, group)
         lr, momentum = float(group["lr"]), float(group["momentum"])
         dampening, weight_decay = float(group["dampening"]), float(group["weight_decay"])
         first = momentum != 0 and "momentum_buffer" not in state

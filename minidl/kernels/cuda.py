@@ -1,18 +1,21 @@
-"""CuPy-only kernels for the hot spots of training on a GPU, each beside its plain array-expression reference.
+"""Fast CuPy kernels: conv2d, max pooling and batch norm as CUDA kernels plus cuBLAS, and the fused SGD and
+Adam updates, each beside the plain array expression it must equal.
 
-The ops (minidl/ops/conv.py, pool.py, norm.py) and the optimizers (SGD, Adam) import this module only when
-their data is a CuPy array; the NumPy code paths never come here.  It does not import CuPy itself: a kernel
-is compiled on first use through ``backend.require_cuda()``, so the kernel sources and the references can
-be read (and emulated, see tests/kernel_emulator.py) on a machine without a GPU.
+The op pairs have the signatures of minidl/kernels/cpu.py (``<op>_forward(...) -> (y, saved)``,
+``<op>_backward(gy, saved, needs)``); average pooling and eval-mode batch norm are cpu.py's own array
+expressions, which run unchanged on CuPy.  This module does not import CuPy: a kernel is compiled on first
+use through ``backend.require_cuda()``, so the kernel sources and the references can be read (and emulated,
+see tests/kernel_emulator.py) on a machine without a GPU.
 
 Every kernel is a CuPy ``ElementwiseKernel`` (or ``ReductionKernel``) given by a ``Spec``: parameters and a
 CUDA C body written one statement per line.  ``i`` is the element's flat (C-order) index over the non-raw
-arrays; ``raw`` arrays are indexed by flat C-order index and are passed C-contiguous here.  Each kernel has a
-reference function ``<name>_ref`` computing the same thing with whole-array operations on NumPy or CuPy
-(tests/test_cuda_kernels.py compares the two on a GPU).
+arrays; ``raw`` arrays are indexed by flat C-order index and are passed C-contiguous here.  A type
+placeholder is one letter (``T``, ``I``): CuPy reads longer names as dtype names.  Each kernel has a reference
+function ``<name>_ref`` computing the same thing with whole-array operations on NumPy or CuPy
+(tests/test_cuda_kernels.py compares the two, emulated on the CPU and compiled on a GPU).
 
-Layouts follow minidl/ops/conv.py: images are NHWC underneath their NCHW views; the im2col matrix has rows
-(n, i, j) and columns (p, q, c), so ``col @ W`` with W = weight as (kh kw C, K) is the output in NHWC.
+Images are NHWC underneath their NCHW views, as on the CPU; the im2col matrix has rows (n, i, j) and columns
+(p, q, c), so ``col @ W`` with W = weight as (kh kw C, K) is the output in NHWC.
 
     col[(n, i, j), (p, q, c)] = x[n, s1 i - pt + d1 p, s2 j - pl + d2 q, c]   (0 outside the image)
 """
@@ -22,6 +25,8 @@ import math
 from collections import namedtuple
 
 from minidl import backend
+from minidl.kernels.cpu import (avg_pool2d_backward, avg_pool2d_forward, batch_norm_eval_backward,  # noqa: F401
+                                batch_norm_eval_forward)
 
 Spec = namedtuple("Spec", "name in_params out_params body")
 """An ElementwiseKernel: ``in_params``/``out_params`` in CuPy's syntax, ``body`` CUDA C (one statement a line)."""
@@ -511,85 +516,74 @@ def adam_update(p, g, state, group):
                   a["step_size"], a["wd"], a["decay"], a["maximize"], p, state["exp_avg"], state["exp_avg_sq"])
 
 
-# ====================================================================== the ops' GPU paths
-def conv2d_forward(op, x, w, b=None):
-    """Conv2d.forward on a GPU: y = im2col(x) @ W (+ b) with the IM2COL kernel (padding inside the kernel) and
-    one cuBLAS GEMM; y is returned as an NCHW view of NHWC memory, as on the CPU.  Saves x in NHWC."""
-    op.geometry(x, w, b)
+# ====================================================================== the ops' kernels
+def conv2d_forward(x, w, b, stride, pads, dilation, out_hw):
+    """y = im2col(x) @ W (+ b) with the IM2COL kernel (padding inside the kernel) and one cuBLAS GEMM; y is an
+    NCHW view of NHWC memory, as on the CPU.  Saves x in NHWC and W."""
     xp = backend.get_array_module(x)
     n, c = x.shape[:2]
-    kh, kw = op.kernel
-    k = w.shape[0]
-    ho, wo = op.out_hw
+    k, _, kh, kw = w.shape
     xh = xp.ascontiguousarray(x.transpose(0, 2, 3, 1))
     wmat = xp.ascontiguousarray(w.transpose(2, 3, 1, 0)).reshape(kh * kw * c, k)
-    y = im2col(xh, op.kernel, op.stride, op.pads, op.dilation, op.out_hw) @ wmat
+    y = im2col(xh, (kh, kw), stride, pads, dilation, out_hw) @ wmat
     if b is not None:
         y += b
-    op.gpu_saved = (xh, wmat, b is not None)
-    return y.reshape(n, ho, wo, k).transpose(0, 3, 1, 2)
+    saved = (xh, wmat, b is not None, (kh, kw), stride, pads, dilation, out_hw)
+    return y.reshape((n,) + tuple(out_hw) + (k,)).transpose(0, 3, 1, 2), saved
 
 
-def conv2d_backward(op, gy):
-    """Conv2d.backward on a GPU: db = sum gy, dW = im2col(x)^T gy (columns rebuilt, not kept from forward),
-    dx = col2im(gy W^T) by the gather kernel.  Gradients nobody needs are skipped."""
+def conv2d_backward(gy, saved, needs):
+    """db = sum gy, dW = im2col(x)^T gy (columns rebuilt, not kept from forward), dx = col2im(gy W^T) by the
+    gather kernel; gradients nobody needs are skipped."""
     xp = backend.get_array_module(gy)
-    xh, wmat, has_bias = op.gpu_saved
-    n, k, ho, wo = gy.shape
-    kh, kw = op.kernel
-    c = xh.shape[3]
+    xh, wmat, has_bias, (kh, kw), stride, pads, dilation, out_hw = saved
+    k, c = gy.shape[1], xh.shape[3]
     g = xp.ascontiguousarray(gy.transpose(0, 2, 3, 1)).reshape(-1, k)
     gx = gw = gb = None
-    if has_bias and op.needs_input_grad[2]:
+    if has_bias and needs[2]:
         gb = g.sum(axis=0)
-    if op.needs_input_grad[1]:
-        col = im2col(xh, op.kernel, op.stride, op.pads, op.dilation, op.out_hw)
+    if needs[1]:
+        col = im2col(xh, (kh, kw), stride, pads, dilation, out_hw)
         gw = xp.ascontiguousarray((col.T @ g).reshape(kh, kw, c, k).transpose(3, 2, 0, 1))
         del col
-    if op.needs_input_grad[0]:
-        dxh = col2im(g @ wmat.T, xh.shape, op.kernel, op.stride, op.pads, op.dilation, op.out_hw)
-        gx = dxh.transpose(0, 3, 1, 2)
+    if needs[0]:
+        gx = col2im(g @ wmat.T, xh.shape, (kh, kw), stride, pads, dilation, out_hw).transpose(0, 3, 1, 2)
     return (gx, gw, gb) if has_bias else (gx, gw)
 
 
-def max_pool2d_forward(op, x):
-    """MaxPool2d.forward on a GPU (MAXPOOL_FORWARD kernel, padding as -inf inside the kernel)."""
-    op.geometry(x)
-    y, op.gpu_idx = maxpool_forward(x.transpose(0, 2, 3, 1), op.kernel, op.stride, op.pads, op.out_hw)
-    return y.transpose(0, 3, 1, 2)
+def max_pool2d_forward(x, kernel, stride, pads, out_hw):
+    """y by the MAXPOOL_FORWARD kernel (padding as -inf inside the kernel), and the argmax offsets."""
+    y, idx = maxpool_forward(x.transpose(0, 2, 3, 1), kernel, stride, pads, out_hw)
+    return y.transpose(0, 3, 1, 2), (idx, x.shape, kernel, stride, pads, out_hw)
 
 
-def max_pool2d_backward(op, gy):
-    """MaxPool2d.backward on a GPU (MAXPOOL_BACKWARD gather kernel)."""
-    n, c, h, w = op.x_shape
-    dx = maxpool_backward(gy.transpose(0, 2, 3, 1), op.gpu_idx, (n, h, w, c), op.kernel, op.stride, op.pads,
-                          op.out_hw)
-    return dx.transpose(0, 3, 1, 2)
+def max_pool2d_backward(gy, saved, needs=(True,)):
+    """dx by the MAXPOOL_BACKWARD gather kernel."""
+    idx, (n, c, h, w), kernel, stride, pads, out_hw = saved
+    return maxpool_backward(gy.transpose(0, 2, 3, 1), idx, (n, h, w, c), kernel, stride, pads,
+                            out_hw).transpose(0, 3, 1, 2)
 
 
-def batch_norm_forward(op, x, gamma, beta):
-    """BatchNorm.forward (training) on a GPU: statistics by reductions over the (M, C) channels-last matrix,
-    xhat and y by one BN_NORMALIZE pass.  Sets op.mean, op.var, op.m as the CPU path does."""
-    op.setup(x, gamma, beta)
+def batch_norm_forward(x, gamma, beta, eps):
+    """(y, mean, var, saved): statistics by reductions over the (M, C) channels-last matrix, xhat and y by one
+    BN_NORMALIZE pass."""
     xp = backend.get_array_module(x)
     x2, shape = channels_last(x)
-    op.mean, op.var = bn_stats(x2)
-    op.inv_std = 1 / xp.sqrt(op.var + x.dtype.type(op.eps))
-    xhat2, y2 = bn_normalize(x2, op.mean, op.inv_std, gamma, beta)
-    op.gamma, op.gpu_saved = gamma, (xhat2, shape)
-    return from_channels_last(y2, shape)
+    mean, var = bn_stats(x2)
+    inv_std = 1 / xp.sqrt(var + x.dtype.type(eps))
+    xhat2, y2 = bn_normalize(x2, mean, inv_std, gamma, beta)
+    return from_channels_last(y2, shape), mean, var, (xhat2, shape, gamma, inv_std, x2.shape[0])
 
 
-def batch_norm_backward(op, gy):
-    """BatchNorm.backward on a GPU: per-channel sums by reductions, dx by one BN_BACKWARD pass."""
-    xhat2, shape = op.gpu_saved
+def batch_norm_backward(gy, saved, needs):
+    """(dx, dgamma, dbeta): per-channel sums by reductions, dx by one BN_BACKWARD pass."""
+    xhat2, shape, gamma, inv_std, m = saved
     g2, _ = channels_last(gy)
     sum_gy, sum_gy_xhat = bn_sums(g2, xhat2)
     gx = None
-    if op.needs_input_grad[0]:
-        m = gy.dtype.type(op.m)
-        k = op.gamma * op.inv_std / m
-        gx = from_channels_last(bn_backward(g2, xhat2, k * m, k * sum_gy, k * sum_gy_xhat), shape)
+    if needs[0]:
+        k = gamma * inv_std / gy.dtype.type(m)
+        gx = from_channels_last(bn_backward(g2, xhat2, k * gy.dtype.type(m), k * sum_gy, k * sum_gy_xhat), shape)
     return gx, sum_gy_xhat, sum_gy
 
 
