@@ -6,7 +6,16 @@ communication code.
 """
 from minidl import backend
 from minidl.autograd import Function
-from minidl.ops.reduce import channel_dot, channel_sum
+
+
+def channel_sum(a):
+    """sum of a over every axis but the channel axis 1"""
+    return a.sum(axis=(0,) + tuple(range(2, a.ndim)))
+
+
+def channel_dot(a, b):
+    """sum of a * b over every axis but the channel axis 1"""
+    return channel_sum(a * b)
 
 
 class SyncBatchNorm(Function):
