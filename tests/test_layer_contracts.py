@@ -23,6 +23,7 @@ LAYERS = {
     "AdaptiveAvgPool2d": (lambda: nn.AdaptiveAvgPool2d((2, 3)), (3, 6, 6)),
     "BatchNorm1d": (lambda: nn.BatchNorm1d(4), (4, 5)),
     "BatchNorm2d": (lambda: nn.BatchNorm2d(3), (3, 4, 4)),
+    "SyncBatchNorm": (lambda: nn.SyncBatchNorm(3), (3, 4, 4)),   # without a process group: one process
     "Dropout": (lambda: nn.Dropout(0.5), (3, 4)),
     "Dropout2d": (lambda: nn.Dropout2d(0.5), (3, 4, 4)),
     "ReLU": (lambda: nn.ReLU(), (4,)),
