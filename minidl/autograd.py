@@ -422,8 +422,22 @@ def _run_backward(root: Tensor, grad, retain_graph: bool):
 
 
 def tensor(data, dtype=None, requires_grad=False, device=None) -> Tensor:
-    """Make a tensor from data (lists, scalars, NumPy/CuPy arrays), as ``torch.tensor``."""
-    return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
+    """Make a tensor from data (lists, scalars, NumPy/CuPy arrays, Tensors), as ``torch.tensor``: the data
+    is always copied, so changing the array afterwards changes neither the tensor nor its gradients
+    (``from_numpy`` shares instead)."""
+    source = data.data if isinstance(data, Tensor) else data
+    out = Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
+    if out.data is source:  # no conversion made a new array
+        out.data = out.data.copy()
+    return out
+
+
+def from_numpy(array) -> Tensor:
+    """A tensor sharing ``array``'s memory (a NumPy array, kept in its dtype), as ``torch.from_numpy``:
+    changes to one show in the other."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(array).__name__}")
+    return Tensor(array)
 
 
 from minidl import ops  # noqa: E402  (the ops need Tensor and Function, defined above)

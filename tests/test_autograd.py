@@ -252,3 +252,22 @@ def test_to_and_from_cuda_round_trip(device):
     np.testing.assert_allclose(x.grad.numpy(), [3.0, 3.0])
     assert y.cpu().device == "cpu"
     assert mdl.get_array_module(y.data) is (np if device == "cpu" else backend.require_cuda())
+
+
+def test_tensor_copies_its_data_and_from_numpy_shares_it(device):
+    """As torch.tensor / torch.from_numpy: changing the array after the forward must not change the gradient."""
+    xp = mdl.get_array_module(mdl.zeros(1, device=device).data)
+    a = xp.asarray(np.array([1.0, 2.0], dtype=np.float32))
+    w = mdl.tensor(a, requires_grad=True)
+    y = (w * w).sum()
+    a += 10.0                                 # the caller's array changes; w must not
+    y.backward()
+    np.testing.assert_allclose(backend.to_numpy(w.grad.data), [2.0, 4.0])
+    np.testing.assert_allclose(w.numpy(), [1.0, 2.0])
+    assert mdl.tensor(w).data is not w.data   # from a Tensor too (torch.tensor copies it as well)
+    n = np.array([1.0, 2.0], dtype=np.float32)
+    shared = mdl.from_numpy(n)
+    n[0] = 7.0
+    assert shared.numpy()[0] == 7.0 and shared.dtype == np.float32
+    with pytest.raises(TypeError, match="expected a numpy.ndarray"):
+        mdl.from_numpy([1.0, 2.0])
