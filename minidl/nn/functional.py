@@ -88,6 +88,7 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
     if training and running_mean is not None:
         if num_batches_tracked is not None:
             num_batches_tracked.data += 1
+            num_batches_tracked._bump_version()
         if momentum is None:
             if num_batches_tracked is None:
                 raise ValueError("batch_norm with momentum=None (cumulative average) needs num_batches_tracked")
@@ -100,6 +101,7 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
             a = buf.data
             a *= _as_dtype(1.0 - factor, a.dtype)
             a += stat.astype(a.dtype, copy=False) * _as_dtype(factor, a.dtype)
+            buf._bump_version()
     return out
 
 

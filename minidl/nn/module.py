@@ -361,6 +361,7 @@ class Module:
         for k, a in arrays.items():
             t = own[k]
             t.data[...] = backend.to_device(a, t.device).astype(t.dtype, copy=False)
+            t._bump_version()
         return IncompatibleKeys(missing, unexpected)
 
     # ------------------------------------------------------------ printing

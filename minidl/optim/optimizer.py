@@ -3,9 +3,10 @@
 As in PyTorch, an optimizer holds ``param_groups`` (a list of dicts, each with its
 ``params`` and its own hyperparameters such as ``lr`` and ``weight_decay``) and
 ``state`` (a dict parameter -> dict of buffers such as ``momentum_buffer``).
-Subclasses implement ``step``; they update ``p.data`` in place with the array
+Subclasses implement ``_update``; they update ``p.data`` in place with the array
 module of the parameter (NumPy or CuPy) and never write into ``p.grad.data``,
-whose array may be shared with other tensors.
+whose array may be shared with other tensors; ``step`` counts each update in the
+parameter's version counter, so a graph that still holds the old values refuses backward.
 """
 from __future__ import annotations
 
@@ -108,6 +109,7 @@ class Optimizer:
                     raise TypeError(f"gradient of dtype {g.dtype} for a parameter of dtype {p.data.dtype}; "
                                     f"assign a gradient of the parameter's dtype")
                 self._update(p, g, group, self.state.setdefault(p, {}))
+                p._bump_version()
         return loss
 
     def _update(self, p: Tensor, g, group: dict, state: dict):
