@@ -18,7 +18,7 @@ import numpy as np
 
 import minidl as mdl
 from minidl import metrics, optim, viz
-from minidl.train import Trainer, evaluate
+from minidl.train import Trainer, evaluate, json_ready
 
 from experiments.registry import DATASETS, MODELS, Experiment, get
 
@@ -149,7 +149,7 @@ def _write(path, text):
 
 def _json(path, obj):
     with open(path, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
+        json.dump(json_ready(obj), f, indent=2, default=str, allow_nan=False)
 
 
 def _pct(x):

@@ -147,3 +147,13 @@ def test_cli_downloads_missing_data_by_default_and_says_where_to_put_it_when_tha
     assert "could not download train-images-idx3-ubyte.gz" in err and "127.0.0.1:9/mnist/" in err
     assert "put the official files" in err
     assert not any(p.name.endswith(".gz") for p in (tmp_path / "none").rglob("*"))  # nothing half-written
+
+
+def test_run_files_hold_valid_json_whatever_the_numbers(tmp_path):
+    from experiments.runner import _json
+    _json(tmp_path / "metrics.json", {"test_loss": float("nan"), "best": float("inf"), "list": [1.0, float("-inf")]})
+
+    def refuse(name):
+        raise ValueError(f"bare {name}")
+    assert json.load(open(tmp_path / "metrics.json"), parse_constant=refuse) == {
+        "test_loss": None, "best": None, "list": [1.0, None]}
