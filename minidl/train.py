@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import numbers
 import os
 import time
 
@@ -305,12 +306,35 @@ class Trainer:
         return os.fspath(path)
 
     def resume(self, path):
-        """Load a checkpoint written by ``save_checkpoint`` (e.g. ``out_dir/last.ckpt``)."""
+        """Load a checkpoint written by ``save_checkpoint`` (e.g. ``out_dir/last.ckpt``); all or nothing: a
+        checkpoint that does not fit raises CheckpointError with the trainer and its objects unchanged."""
         from minidl import io
         ckpt = io.load_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
-                                  map_location=self.device)  # restores the RNG states too
+                                  map_location=self.device, validate=self._check_resumable)  # restores the RNGs too
         self._load_extra(ckpt["epoch"], ckpt.get("extra") or {})
         return self
+
+    def _check_resumable(self, ckpt: dict):
+        """Raise unless ``ckpt`` holds what ``_load_extra`` needs, of the right types (changes nothing)."""
+        epoch, extra = ckpt.get("epoch"), ckpt.get("extra") or {}
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+            raise ValueError(f"its epoch is {epoch!r:.60}, not a count of epochs")
+        if not isinstance(extra, dict):
+            raise TypeError(f"its 'extra' is a {type(extra).__name__}, not the trainer's dict")
+        history = extra.get("history") or []
+        if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+            raise TypeError("its history is not a list of per-epoch dicts")
+        best_epoch, best_value = extra.get("best_epoch"), extra.get("best_value")
+        if best_epoch is not None and (not isinstance(best_epoch, int) or isinstance(best_epoch, bool)):
+            raise TypeError(f"its best_epoch is {best_epoch!r:.60}, not an epoch")
+        if best_value is not None and (not isinstance(best_value, numbers.Real) or isinstance(best_value, bool)):
+            raise TypeError(f"its best_value is {best_value!r:.60}, not a number")
+        state = extra.get("train_loader")
+        gen = getattr(self.train_loader, "generator", None)
+        if state is not None and not hasattr(self.train_loader, "load_state_dict") and gen is not None:
+            if not isinstance(state, dict) or "generator" not in state:
+                raise TypeError(f"its loader state is {state!r:.60}, not a dict with a 'generator' state")
+            type(gen.bit_generator)().state = state["generator"]  # on a scratch generator
 
     # ------------------------------------------------------------ loop
     def train_epoch(self, epoch: int, epochs: int | None = None):

@@ -253,3 +253,37 @@ def test_history_json_is_always_valid_json(tmp_path):
     save_history(rows, tmp_path)
     back = _strict_json(tmp_path / "history.json")
     assert back[0]["val_loss"] is None and back[0]["val_acc"] is None and back[0]["train_loss"] == 0.5
+
+
+@pytest.mark.parametrize("change", ["history a number", "best_epoch a string", "loader state garbage", "epoch < 0"])
+def test_resuming_a_crafted_checkpoint_changes_nothing(tmp_path, change):
+    from minidl.data import ArrayDataset, DataLoader
+    from minidl.io import CheckpointError, load_checkpoint, save_checkpoint
+
+    def trainer(seed):
+        mdl.manual_seed(seed)
+        rng = np.random.default_rng(0)
+        ds = ArrayDataset(rng.integers(0, 256, (32, 1, 4, 4), dtype=np.uint8), rng.integers(0, 3, 32))
+        model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+        return Trainer(model, optim.SGD(model.parameters(), lr=0.1), DataLoader(ds, batch_size=8, shuffle=True,
+                                                                                seed=seed), progress=False)
+    done = trainer(0)
+    done.fit(1)
+    path = done.save_checkpoint(tmp_path / "last.ckpt")
+    ckpt = load_checkpoint(path, restore_rng=False)
+    extra = ckpt["extra"]
+    if change == "history a number":
+        extra["history"] = 5
+    elif change == "best_epoch a string":
+        extra["best_epoch"] = "one"
+    elif change == "loader state garbage":
+        extra["train_loader"] = {"generator": {"bit_generator": "PCG64", "state": 3}}
+    save_checkpoint(tmp_path / "crafted.ckpt", done.model, done.optimizer, epoch=-1 if change == "epoch < 0" else 1,
+                    extra=extra)
+    fresh = trainer(1)
+    before = {k: v.numpy().copy() for k, v in fresh.model.state_dict().items()}
+    loader_state = copy.deepcopy(fresh.train_loader.generator.bit_generator.state)
+    with pytest.raises(CheckpointError, match="crafted.ckpt"):
+        fresh.resume(tmp_path / "crafted.ckpt")
+    assert all(np.array_equal(v.numpy(), before[k]) for k, v in fresh.model.state_dict().items())
+    assert fresh.train_loader.generator.bit_generator.state == loader_state and fresh.epoch == 0
