@@ -12,16 +12,23 @@ Layout of the file (a standard NumPy ``.npz``, i.e. a zip of ``.npy`` arrays):
 Loading uses ``np.load(allow_pickle=False)`` and ``json``: no code object is ever
 unpickled, so opening an untrusted checkpoint cannot run code.  The file is written to a
 temporary file in the same directory, flushed to disk and renamed over the target, so an
-interrupted save never leaves a half-written checkpoint under the final name.
+interrupted save never leaves a half-written checkpoint under the final name; the temporary files
+that killed saves leave behind are removed by the next save of the same checkpoint.
 """
 from __future__ import annotations
 
 import json
 import numbers
 import os
+import re
 import tempfile
 import zipfile
 from collections import OrderedDict
+
+try:
+    import fcntl
+except ImportError:  # not POSIX
+    fcntl = None
 
 import numpy as np
 
@@ -124,14 +131,18 @@ def save_checkpoint(path, model=None, optimizer=None, scheduler=None, epoch=None
 
 def _atomic_savez(path: str, arrays: dict):
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    name = os.path.basename(path)
+    _remove_leftovers(folder, name)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
+            if fcntl is not None:  # held until the rename: tells a concurrent save that this file is not a leftover
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX)
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
+            os.chmod(tmp, 0o666 & ~_UMASK)
+            os.replace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -148,6 +159,33 @@ def _atomic_savez(path: str, arrays: dict):
         pass
     finally:
         os.close(dir_fd)
+
+
+def _remove_leftovers(folder: str, name: str):
+    """Remove the temporary files that earlier saves of checkpoint ``name`` left in ``folder`` when they were
+    killed mid-write: those that no live save holds locked (a kill releases the lock)."""
+    if fcntl is None:  # no flock (not POSIX): leftovers stay
+        return
+    pattern = re.compile(rf"\.{re.escape(name)}\.[A-Za-z0-9_]{{8}}\.tmp")  # mkstemp's names, as above
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return
+    for entry in entries:
+        if not pattern.fullmatch(entry):
+            continue
+        leftover = os.path.join(folder, entry)
+        try:
+            fd = os.open(leftover, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(leftover)
+        except OSError:  # locked: a save in progress
+            pass
+        finally:
+            os.close(fd)
 
 
 # ---------------------------------------------------------------- load

@@ -204,6 +204,37 @@ def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path, monkeypatch):
     assert path.read_bytes() == before and os.listdir(tmp_path) == ["c.npz"]
 
 
+def test_leftovers_of_a_killed_save_are_removed_by_the_next_save(tmp_path):
+    """A save killed mid-write (kill -9) leaves its temporary file; the next save of that checkpoint removes it,
+    and leaves alone other checkpoints' files and a save still being written (it holds a lock on its file)."""
+    import fcntl
+    import subprocess
+    import sys
+    killed = ("import os, signal, numpy as np\n"
+              "from minidl.io import save_checkpoint\n"
+              "def half(f, **arrays):\n"
+              "    f.write(b'PK' + bytes(100_000)); f.flush(); os.kill(os.getpid(), signal.SIGKILL)\n"
+              "np.savez = half\n"
+              f"save_checkpoint({str(tmp_path / 'c.npz')!r}, epoch=1)\n")
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-c", killed], cwd=os.path.dirname(os.path.dirname(__file__)),
+                           timeout=60)
+        assert r.returncode == -9
+    left = [f for f in os.listdir(tmp_path) if f.startswith(".c.npz.")]
+    assert len(left) == 1 and left[0].endswith(".tmp")  # the second save removed the first one's leftover
+    (tmp_path / ".other.npz.x1y2z3ab.tmp").write_bytes(b"another checkpoint's")
+    (tmp_path / ".c.npz.notes").write_bytes(b"not a temporary file")
+    live = tmp_path / ".c.npz.live1234.tmp"
+    with open(live, "wb") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)                 # as a save in progress holds its file
+        save_checkpoint(tmp_path / "c.npz", epoch=2)
+        assert sorted(os.listdir(tmp_path)) == [".c.npz.live1234.tmp", ".c.npz.notes", ".other.npz.x1y2z3ab.tmp",
+                                                "c.npz"]
+    assert load_checkpoint(tmp_path / "c.npz")["epoch"] == 2
+    save_checkpoint(tmp_path / "c.npz", epoch=3)      # the lock is gone: a leftover now
+    assert sorted(os.listdir(tmp_path)) == [".c.npz.notes", ".other.npz.x1y2z3ab.tmp", "c.npz"]
+
+
 def test_file_is_plain_npz_with_json_metadata(tmp_path):
     model, opt, sched = make()
     save_checkpoint(tmp_path / "c.npz", model, opt, sched, epoch=2)
