@@ -52,7 +52,7 @@ def main(argv=None):
             with open(args.write, "w") as f:
                 f.write(table + "\n")
         return 0
-    from experiments.runner import run
+    from experiments.runner import RunError, run
     try:
         registry.get(args.name)
     except KeyError as e:
@@ -64,6 +64,8 @@ def main(argv=None):
                   seed=args.seed, limit=args.limit, source="synthetic" if args.synthetic else "real", smoke=args.smoke,
                   progress=not args.quiet, command=cmd, num_workers=args.workers, resume=args.resume,
                   download=not args.no_download)
+    except RunError as e:
+        p.exit(2, f"error: {e}\n")
     except (DatasetNotFoundError, DownloadError) as e:
         p.exit(2, f"error: {e}\n(or try a smoke run on synthetic data: python -m experiments run {args.name} "
                   "--smoke --synthetic)\n")

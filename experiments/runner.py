@@ -25,6 +25,11 @@ from experiments.registry import DATASETS, MODELS, Experiment, get
 SMOKE_LIMIT = 128
 
 
+class RunError(ValueError):
+    """A run that cannot start as asked (a bad option, a resume that does not match the earlier run); nothing
+    was written.  The CLI prints it as one line and exits with status 2."""
+
+
 # ----------------------------------------------------------------- data
 def _dataset_class(name):
     from minidl import data
@@ -156,9 +161,51 @@ def _pct(x):
     return None if x is None else round(100.0 * x, 2)
 
 
+def _comparable(config: dict) -> dict:
+    """A config as config.json holds it, without what may change between a run and its resumption."""
+    config = json.loads(json.dumps(json_ready(config), default=str))
+    config.pop("command", None)
+    config.pop("epochs", None)
+    if isinstance(config.get("data"), dict):
+        config["data"].pop("root", None)  # the same files may be reached from another folder
+    return config
+
+
+def _differences(earlier, now, where="") -> list:
+    if isinstance(earlier, dict) and isinstance(now, dict):
+        return [d for k in sorted(set(earlier) | set(now), key=str)
+                for d in _differences(earlier.get(k), now.get(k), f"{where}{k}.")]
+    return [] if earlier == now else [f"{where[:-1]} {json.dumps(earlier)} -> {json.dumps(now)}"]
+
+
+def _check_resume(out_dir, last, config: dict) -> str | None:
+    """Refuse (RunError) to resume ``out_dir`` with a configuration other than the one it ran with; more (or
+    fewer, down to the checkpoint's) epochs are allowed.  Returns the sentence that says so, or None."""
+    from minidl import io
+    try:
+        with open(os.path.join(out_dir, "config.json")) as f:
+            earlier = json.load(f)
+        done = io.load_checkpoint(last, restore_rng=False)["epoch"]
+    except (OSError, ValueError) as e:
+        raise RunError(f"--resume: cannot read the earlier run in {out_dir} ({e}); run without --resume to start "
+                       f"over") from e
+    diffs = _differences(_comparable(earlier), _comparable(config))
+    if diffs:
+        raise RunError(f"--resume: {out_dir} ran with other settings ({'; '.join(diffs)}): resuming would mix two "
+                       f"runs; resume with the earlier settings, or run without --resume to start over (with another "
+                       f"--out to keep this run)")
+    if config["epochs"] < done:
+        raise RunError(f"--resume: {last} is already at epoch {done}; --epochs {config['epochs']} is fewer (ask for "
+                       f"{done} or more)")
+    if config["epochs"] != earlier.get("epochs"):
+        how = "extending" if config["epochs"] > earlier.get("epochs", 0) else "shortening"
+        return (f"resuming {out_dir} at epoch {done}: {how} the run from {earlier.get('epochs')} to "
+                f"{config['epochs']} epochs")
+    return None
+
+
 def run_single(exp: Experiment, out_dir, device="cpu", data_dir=None, seed=0, limit=None, source="real",
                progress=True, command=None, num_workers=0, resume=False, download=False):
-    os.makedirs(out_dir, exist_ok=True)
     t_start = time.perf_counter()
     mdl.manual_seed(seed)
     train, val, test, train_eval, classes, info = load_data(exp, data_dir, limit, source, seed, download)
@@ -173,10 +220,19 @@ def run_single(exp: Experiment, out_dir, device="cpu", data_dir=None, seed=0, li
     shape = DATASETS[exp.dataset][0]
     summary = model.summary(shape, print_fn=None)
     n_params = int(sum(p.numel() for p in model.parameters()))
-    _write(os.path.join(out_dir, "model_summary.txt"), f"{model!r}\n\n{summary}\n")
     opt = make_optimizer(model.parameters(), exp.optimizer)
     config = dict(exp.config(), seed=seed, device=device, data=info, limit=limit, params=n_params,
                   command=command)
+    last = os.path.join(out_dir, "last.ckpt")
+    if resume is True and not os.path.isfile(last):
+        raise RunError(f"--resume: no checkpoint {last} to resume from")
+    resume = bool(resume) and os.path.isfile(last)  # "auto" (sweep variants): resume when there is one
+    if resume:
+        said = _check_resume(out_dir, last, config)
+        if said:
+            print(said, flush=True)
+    os.makedirs(out_dir, exist_ok=True)
+    _write(os.path.join(out_dir, "model_summary.txt"), f"{model!r}\n\n{summary}\n")
     _json(os.path.join(out_dir, "config.json"), config)
 
     # dataset samples (raw images, before normalisation)
@@ -187,10 +243,6 @@ def run_single(exp: Experiment, out_dir, device="cpu", data_dir=None, seed=0, li
     trainer = Trainer(model, opt, train_loader, val_loader, device=device, out_dir=out_dir, progress=progress,
                       monitor="val_acc")
     t_train = time.perf_counter()
-    last = os.path.join(out_dir, "last.ckpt")
-    if resume is True and not os.path.isfile(last):
-        raise FileNotFoundError(f"--resume: no checkpoint {last} to resume from")
-    resume = bool(resume) and os.path.isfile(last)  # "auto" (sweep variants): resume when there is one
     history = trainer.fit(exp.epochs, resume=last if resume else None)
     # the epochs' own times, so that a resumed run counts the epochs trained before it too
     train_time = sum(r.get("time_s") or 0.0 for r in history) if resume else time.perf_counter() - t_train

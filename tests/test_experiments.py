@@ -157,3 +157,30 @@ def test_run_files_hold_valid_json_whatever_the_numbers(tmp_path):
         raise ValueError(f"bare {name}")
     assert json.load(open(tmp_path / "metrics.json"), parse_constant=refuse) == {
         "test_loss": None, "best": None, "list": [1.0, None]}
+
+
+def _snapshot(d):
+    return {f: (d / f).read_bytes() for f in sorted(os.listdir(d))}
+
+
+def test_cli_resume_refuses_a_changed_configuration_and_says_when_it_extends_the_epochs(tmp_path, capsys):
+    common = ["run", "mnist-mlp", "--synthetic", "--quiet", "--out", str(tmp_path)]
+    assert main(common + ["--limit", "64", "--epochs", "1", "--seed", "1"]) == 0
+    d = tmp_path / "mnist-mlp"
+    before = _snapshot(d)
+    capsys.readouterr()
+    for changed, said in ((["--limit", "64", "--seed", "2"], "seed 1 -> 2"),
+                          (["--limit", "96", "--seed", "1"], "limit 64 -> 96")):
+        with pytest.raises(SystemExit) as e:
+            main(common + changed + ["--epochs", "1", "--resume"])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert said in err and "--resume" in err and len(err.strip().splitlines()) == 1, err
+        assert _snapshot(d) == before, "a refused resume changed the run's folder"
+    same = common + ["--limit", "64", "--seed", "1", "--resume"]
+    assert main(same + ["--epochs", "2"]) == 0
+    assert "extending the run from 1 to 2 epochs" in capsys.readouterr().out
+    assert json.load(open(d / "metrics.json"))["epochs"] == 2 and json.load(open(d / "config.json"))["epochs"] == 2
+    with pytest.raises(SystemExit) as e:                     # fewer epochs than the checkpoint holds
+        main(same + ["--epochs", "1"])
+    assert e.value.code == 2 and "already at epoch 2" in capsys.readouterr().err
