@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import time
@@ -161,6 +162,39 @@ def _pct(x):
     return None if x is None else round(100.0 * x, 2)
 
 
+def check_options(epochs=None, limit=None, seed=0, num_workers=0, device="cpu"):
+    """Raise RunError, naming the option as the CLI spells it and what it allows, for a value out of range."""
+    def integer(v, least):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= least
+    for flag, value, least, what, optional in (("--epochs", epochs, 1, "", True),
+                                               ("--limit", limit, 1, " (the number of training samples)", True),
+                                               ("--seed", seed, 0, "", False),
+                                               ("--workers", num_workers, 0, " (DataLoader threads)", False)):
+        if not (optional and value is None) and not integer(value, least):
+            raise RunError(f"{flag} must be an integer >= {least}{what}, got {value!r}")
+    name = str(device)
+    if name != "cpu" and not name.startswith("cuda"):
+        raise RunError(f"--device must be cpu or cuda, got {device!r}")
+    if name.startswith("cuda") and mdl.backend.cupy_status() is not None:
+        raise RunError(f"--device {name}: {mdl.backend.cupy_status()}")
+
+
+# What run_single writes.  A fresh run first removes the earlier run's, so that a folder never shows two runs
+# at once (an earlier misclassified.png or feature map beside a run that made none).
+RUN_FILES = ("config.json", "model_summary.txt", "samples.png", "history.json", "history.csv", "last.ckpt",
+             "best.ckpt", "classification_report.txt", "confusion_matrix.csv", "confusion_matrix.png", "metrics.json",
+             "curves.png", "predictions.png", "correct.png", "misclassified.png", "weights.png", "report.md")
+FEATURE_MAPS = re.compile(r"feature_maps_conv\d+\.png")
+
+
+def _clear_earlier_run(out_dir):
+    if not os.path.isdir(out_dir):
+        return
+    for f in os.listdir(out_dir):
+        if f in RUN_FILES or FEATURE_MAPS.fullmatch(f):
+            os.remove(os.path.join(out_dir, f))
+
+
 def _comparable(config: dict) -> dict:
     """A config as config.json holds it, without what may change between a run and its resumption."""
     config = json.loads(json.dumps(json_ready(config), default=str))
@@ -231,6 +265,8 @@ def run_single(exp: Experiment, out_dir, device="cpu", data_dir=None, seed=0, li
         said = _check_resume(out_dir, last, config)
         if said:
             print(said, flush=True)
+    else:
+        _clear_earlier_run(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     _write(os.path.join(out_dir, "model_summary.txt"), f"{model!r}\n\n{summary}\n")
     _json(os.path.join(out_dir, "config.json"), config)
@@ -369,7 +405,10 @@ def run(name, epochs=None, device="cpu", data_dir=None, out="runs", seed=0, limi
     """Run experiment ``name`` (a sweep runs every variant) and return its metrics dict.
 
     ``resume=True`` continues from ``OUT/NAME/last.ckpt`` (written after every epoch): the run ends
-    as an uninterrupted one with the same seed would (same config and data required)."""
+    as an uninterrupted one with the same seed would.  Options out of range, and a resume with another
+    configuration than the folder's (more epochs are allowed), raise RunError before anything is written;
+    a fresh run first removes the earlier run's files from its folder."""
+    check_options(epochs, limit, seed, num_workers, device)
     exp = get(name)
     if smoke:
         limit = exp.smoke.get("limit") or limit or SMOKE_LIMIT

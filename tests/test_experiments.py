@@ -184,3 +184,43 @@ def test_cli_resume_refuses_a_changed_configuration_and_says_when_it_extends_the
     with pytest.raises(SystemExit) as e:                     # fewer epochs than the checkpoint holds
         main(same + ["--epochs", "1"])
     assert e.value.code == 2 and "already at epoch 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad,flag", [(["--epochs", "0"], "--epochs"), (["--epochs", "-3"], "--epochs"),
+                                      (["--limit", "-5"], "--limit"), (["--limit", "0"], "--limit"),
+                                      (["--device", "gpu"], "--device"), (["--workers", "-2"], "--workers"),
+                                      (["--seed", "-1"], "--seed")])
+def test_cli_refuses_bad_values_before_writing_anything(tmp_path, capsys, bad, flag):
+    common = ["run", "mnist-mlp", "--synthetic", "--quiet", "--limit", "64", "--out", str(tmp_path)]
+    assert main(common + ["--epochs", "1"]) == 0
+    d = tmp_path / "mnist-mlp"
+    before = _snapshot(d)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(common + ["--epochs", "1"] + bad)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and flag in err and "Traceback" not in err, err
+    assert _snapshot(d) == before, "a refused command changed the earlier run's folder"
+
+
+@pytest.mark.skipif(__import__("minidl").backend.is_cuda_available(), reason="needs a machine without a usable GPU")
+def test_cli_device_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["run", "mnist-mlp", "--synthetic", "--quiet", "--out", str(tmp_path), "--device", "cuda"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and "--device cuda" in err and "CuPy" in err
+    assert not os.listdir(tmp_path)
+
+
+def test_a_fresh_run_leaves_nothing_of_the_earlier_one(tmp_path):
+    """Files that only some runs write (misclassified.png, feature maps, ...) do not survive into the next run."""
+    common = ["run", "mnist-mlp", "--synthetic", "--quiet", "--limit", "64", "--out", str(tmp_path)]
+    assert main(common + ["--epochs", "1"]) == 0
+    d = tmp_path / "mnist-mlp"
+    (d / "feature_maps_conv1.png").write_bytes((d / "curves.png").read_bytes())  # as an earlier CNN run left
+    (d / "notes.txt").write_text("the user's own file")
+    assert main(common + ["--epochs", "1", "--seed", "3"]) == 0
+    assert not (d / "feature_maps_conv1.png").exists() and (d / "notes.txt").exists()
+    m = json.load(open(d / "metrics.json"))
+    assert "feature_maps_conv1.png" not in m["plots"] and "feature_maps_conv1.png" not in open(d / "report.md").read()
