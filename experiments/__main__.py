@@ -66,7 +66,13 @@ def main(argv=None):
                   download=not args.no_download)
     except RunError as e:
         p.exit(2, f"error: {e}\n")
-    except (DatasetNotFoundError, DownloadError) as e:
+    except DatasetNotFoundError as e:  # only with --no-download: say it in the CLI's words
+        alternative = f" (or {e.alternative})" if e.alternative else ""
+        p.exit(2, f"error: {e.dataset} not found: missing {', '.join(e.missing)} in {e.folder}{alternative}.\n"
+                  f"Run without --no-download to fetch it from the official servers, put the official files there, "
+                  f"or point --data-dir (or MINIDL_DATA) at the folder that holds them.\n"
+                  f"(or try a smoke run on synthetic data: python -m experiments run {args.name} --smoke --synthetic)\n")
+    except DownloadError as e:
         p.exit(2, f"error: {e}\n(or try a smoke run on synthetic data: python -m experiments run {args.name} "
                   "--smoke --synthetic)\n")
     pub = res.get("published") or {}

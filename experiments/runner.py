@@ -56,6 +56,18 @@ def _synthetic(dataset, n_train, n_test, seed):
     return make(n_train), make(n_test)
 
 
+def _not_found(errors):
+    """One DatasetNotFoundError naming the missing files of both splits."""
+    from minidl.data import DatasetNotFoundError
+    first = errors[0]
+    missing = list(dict.fromkeys(m for e in errors for m in e.missing))
+    alternative = f", or {first.alternative}," if first.alternative else ""
+    return DatasetNotFoundError(
+        f"{first.dataset} not found: missing {', '.join(missing)} in {first.folder}. Put the official files "
+        f"there{alternative} or set MINIDL_DATA (or pass data_dir=) to the folder that holds them, or pass "
+        f"download=True.", dataset=first.dataset, missing=missing, folder=first.folder, alternative=first.alternative)
+
+
 def load_data(exp: Experiment, data_dir=None, limit=None, source="real", seed=0, download=False):
     """(train, val, test) Subsets with their transforms, the class names and a description of the
     data used.  ``source``: 'real' (error when absent), 'synthetic', or 'auto' (real when present).
@@ -66,15 +78,19 @@ def load_data(exp: Experiment, data_dir=None, limit=None, source="real", seed=0,
         raise ValueError(f"source must be 'real', 'synthetic' or 'auto', got {source!r}")
     used = source
     if source != "synthetic":
-        try:
-            cls = _dataset_class(exp.dataset)
-            fetch = download and source == "real"
-            full_train = cls(root=data_dir, train=True, download=fetch)
-            full_test = cls(root=data_dir, train=False, download=fetch)
-            used = "real"
-        except DatasetNotFoundError:
-            if source == "real":
-                raise
+        cls = _dataset_class(exp.dataset)
+        fetch = download and source == "real"
+        found, errors = [], []
+        for train in (True, False):  # both splits, so that the error names every missing file
+            try:
+                found.append(cls(root=data_dir, train=train, download=fetch))
+            except DatasetNotFoundError as e:
+                errors.append(e)
+        if not errors:
+            (full_train, full_test), used = found, "real"
+        elif source == "real":
+            raise _not_found(errors)
+        else:
             used = "synthetic"
     if used == "synthetic":
         n = limit or SMOKE_LIMIT
@@ -156,6 +172,12 @@ def _write(path, text):
 def _json(path, obj):
     with open(path, "w") as f:
         json.dump(json_ready(obj), f, indent=2, default=str, allow_nan=False)
+
+
+def run_title(exp: Experiment, epochs: int) -> str:
+    """The experiment's title with the number of epochs it names replaced by ``epochs``, those the run trained
+    (an ``--epochs 1`` run of a "5 epochs" experiment must not say 5)."""
+    return re.sub(r"\b\d+ epochs\b", f"{epochs} epoch{'' if epochs == 1 else 's'}", exp.title)
 
 
 def _pct(x):
@@ -294,7 +316,7 @@ def run_single(exp: Experiment, out_dir, device="cpu", data_dir=None, seed=0, li
     np.savetxt(os.path.join(out_dir, "confusion_matrix.csv"), cm, fmt="%d", delimiter=",")
 
     result = {
-        "experiment": exp.name, "title": exp.title, "dataset": info["dataset"], "data_source": info["source"],
+        "experiment": exp.name, "title": run_title(exp, len(history)), "dataset": info["dataset"], "data_source": info["source"],
         "published": exp.published or None,
         "test_acc": _pct(ev["acc"]), "test_loss": ev["loss"],
         "best_val_acc": _pct(trainer.best_value) if trainer.monitor == "val_acc" else None,
@@ -312,7 +334,7 @@ def run_single(exp: Experiment, out_dir, device="cpu", data_dir=None, seed=0, li
         result["train_acc"] = _pct(evaluate(model, tl, device=device)["acc"])
 
     # plots
-    viz.plot_history(history, os.path.join(out_dir, "curves.png"), title=exp.title)
+    viz.plot_history(history, os.path.join(out_dir, "curves.png"), title=result["title"])
     viz.plot_confusion_matrix(cm, os.path.join(out_dir, "confusion_matrix.png"), class_names=classes
                               if len(classes) <= 20 else None)
     n_show = min(exp.n_predictions, len(targets))
@@ -346,7 +368,11 @@ def _fmt(v, suffix=""):
 
 def render_report(exp, config, result, history, report, summary, fmaps, extra_md=""):
     pub = exp.published.get("text") if exp.published else "none published"
-    lines = [f"# {exp.name}: {exp.title}", ""]
+    lines = [f"# {exp.name}: {run_title(exp, result['epochs'])}", ""]
+    registered = get(exp.name).epochs
+    if result["epochs"] != registered:
+        lines += [f"> Trained for {result['epochs']} epoch{'' if result['epochs'] == 1 else 's'}; the experiment is "
+                  f"registered for {registered} epochs (changed by `--epochs` or `--smoke`).", ""]
     if result["data_source"] != "real":
         lines += ["> **Smoke run on synthetic data** (the real dataset was not found): the numbers below "
                   "say nothing about the model.", ""]
@@ -436,13 +462,13 @@ def run(name, epochs=None, device="cpu", data_dir=None, out="runs", seed=0, limi
         results[label] = run_single(vexp, os.path.join(out_dir, label), **dict(kw, resume="auto" if resume else False))
         with open(os.path.join(out_dir, label, "history.json")) as f:
             histories[label] = json.load(f)
-    viz.plot_sweep(histories, os.path.join(out_dir, "sweep.png"), title=exp.title)
+    viz.plot_sweep(histories, os.path.join(out_dir, "sweep.png"), title=run_title(exp, exp.epochs))
     best = max(results, key=lambda k: (results[k]["best_val_acc"] or -1))
     for f in ("confusion_matrix.png", "curves.png", "classification_report.txt", "history.json", "history.csv",
               "model_summary.txt"):
         shutil.copy(os.path.join(out_dir, best, f), os.path.join(out_dir, f))
     summary = dict(results[best])
-    summary.update({"experiment": exp.name, "title": exp.title, "best_variant": best,
+    summary.update({"experiment": exp.name, "title": run_title(exp, exp.epochs), "best_variant": best,
                     "variants": {k: {m: v[m] for m in ("test_acc", "best_val_acc", "best_epoch", "final_val_acc",
                                                         "train_time_s")} for k, v in results.items()},
                     "wall_time_s": round(time.perf_counter() - t0, 1),
@@ -452,7 +478,7 @@ def run(name, epochs=None, device="cpu", data_dir=None, out="runs", seed=0, limi
     _json(os.path.join(out_dir, "config.json"), dict(exp.config(), seed=seed, device=device, limit=limit,
                                                      command=command))
     pub = exp.published.get("text") if exp.published else "none published"
-    lines = [f"# {exp.name}: {exp.title}", "", f"Published: {pub}. Best variant by validation accuracy: "
+    lines = [f"# {exp.name}: {run_title(exp, exp.epochs)}", "", f"Published: {pub}. Best variant by validation accuracy: "
              f"**{best}** (test {results[best]['test_acc']}%).", ""]
     if summary["data_source"] != "real":
         lines += ["> **Smoke run on synthetic data**: the numbers say nothing about the models.", ""]

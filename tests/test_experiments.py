@@ -133,7 +133,7 @@ def test_cli_missing_data_is_a_clear_error(tmp_path, capsys):
               "--no-download"])
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert "MNIST train files not found" in err and "--smoke --synthetic" in err
+    assert "MNIST not found" in err and "--smoke --synthetic" in err
 
 
 def test_cli_downloads_missing_data_by_default_and_says_where_to_put_it_when_that_fails(tmp_path, capsys,
@@ -224,3 +224,31 @@ def test_a_fresh_run_leaves_nothing_of_the_earlier_one(tmp_path):
     assert not (d / "feature_maps_conv1.png").exists() and (d / "notes.txt").exists()
     m = json.load(open(d / "metrics.json"))
     assert "feature_maps_conv1.png" not in m["plots"] and "feature_maps_conv1.png" not in open(d / "report.md").read()
+
+
+def test_cli_offline_without_data_names_every_missing_file_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "runs"
+    with pytest.raises(SystemExit) as e:
+        main(["run", "mnist-cnn", "--data-dir", str(tmp_path / "none"), "--out", str(out), "--quiet",
+              "--no-download"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    for f in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        assert f in err, f
+    assert "MINIDL_DATA" in err and "--data-dir" in err and "without --no-download" in err
+    assert "download=True" not in err
+    assert not out.exists() or not os.listdir(out), "a failed run left a folder behind"
+
+
+def test_a_run_with_other_epochs_says_the_epochs_it_ran(tmp_path, monkeypatch):
+    from experiments import runner
+    titles = []
+    plot_history = runner.viz.plot_history
+    monkeypatch.setattr(runner.viz, "plot_history", lambda h, p, title=None: titles.append(title) or
+                        plot_history(h, p, title=title))
+    assert "5 epochs" in registry.get("mnist-cnn").title
+    run("mnist-cnn", epochs=1, limit=64, source="synthetic", out=tmp_path, progress=False)
+    report = open(tmp_path / "mnist-cnn" / "report.md").read()
+    heading = report.splitlines()[0]
+    assert "1 epoch" in heading and "5 epochs" not in heading and "5 epochs" not in titles[0]
+    assert "1 epoch" in titles[0] and "registered for 5 epochs" in report

@@ -109,7 +109,8 @@ class CIFAR10(ArrayDataset):
                 f"{type(self).__name__} {self.split} files not found: missing {', '.join(missing)} in {folder}, and no "
                 f"archive {archive}. Put the official python-version files ({', '.join(files)}) in {folder} or the "
                 f"archive {self.filename} in {self.root}, set MINIDL_DATA to the folder that holds them, or pass "
-                f"download=True.")
+                f"download=True.", dataset=type(self).__name__, missing=missing, folder=folder,
+                alternative=f"the archive {self.filename} in {self.root}")
         images, labels, meta = self._parse(blobs, files)
         self._set_labels(labels, meta)
         super().__init__(images, self.targets, transform, target_transform)
