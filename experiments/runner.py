@@ -337,10 +337,13 @@ def run_single(exp: Experiment, out_dir, device="cpu", data_dir=None, seed=0, li
     viz.plot_history(history, os.path.join(out_dir, "curves.png"), title=result["title"])
     viz.plot_confusion_matrix(cm, os.path.join(out_dir, "confusion_matrix.png"), class_names=classes
                               if len(classes) <= 20 else None)
-    n_show = min(exp.n_predictions, len(targets))
-    raw_test, _ = test.get_batch(np.arange(n_show))
-    viz.plot_predictions(raw_test, preds[:n_show], targets[:n_show], os.path.join(out_dir, "predictions.png"),
-                         class_names=classes, ncols=min(8, n_show))
+    n_show = min(exp.n_predictions, len(targets))  # a random sample: correct.png already shows the first ones
+    shown = np.sort(np.random.default_rng(seed).choice(len(targets), n_show, replace=False))
+    raw_test, _ = test.get_batch(shown)
+    wrong = int((preds[shown] != targets[shown]).sum())
+    viz.plot_predictions(raw_test, preds[shown], targets[shown], os.path.join(out_dir, "predictions.png"),
+                         class_names=classes, ncols=min(8, n_show),
+                         suptitle=f"predictions on {n_show} random test images ({wrong} wrong)")
     raw_first, _ = test.get_batch(np.arange(min(len(test), 500)))
     m = len(raw_first)
     viz.plot_correct_and_misclassified(raw_first, preds[:m], targets[:m], os.path.join(out_dir, "correct.png"),
@@ -411,7 +414,7 @@ def render_report(exp, config, result, history, report, summary, fmaps, extra_md
         lines.append(f"| {r['epoch']} | {r['train_loss']:.4f} | {_fmt(_pct(r['train_acc']))} | "
                      f"{r['val_loss']:.4f} | {_fmt(_pct(r['val_acc']))} | {r['lr']:.3g} | {r['time_s']:.1f} |")
     lines += ["", "## Test set", "", "Classification report:", "", "```", report.rstrip(), "```", "",
-              "![confusion matrix](confusion_matrix.png)", "", "Test images with predictions:", "",
+              "![confusion matrix](confusion_matrix.png)", "", "Random test images with predictions:", "",
               "![predictions](predictions.png)", ""]
     for f, what in (("correct.png", "Correctly classified"), ("misclassified.png", "Misclassified")):
         if f in result.get("plots", []):

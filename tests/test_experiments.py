@@ -252,3 +252,20 @@ def test_a_run_with_other_epochs_says_the_epochs_it_ran(tmp_path, monkeypatch):
     heading = report.splitlines()[0]
     assert "1 epoch" in heading and "5 epochs" not in heading and "5 epochs" not in titles[0]
     assert "1 epoch" in titles[0] and "registered for 5 epochs" in report
+
+
+def test_predictions_grid_has_a_title_and_is_not_the_correct_grid_again(tmp_path, monkeypatch):
+    import numpy as np
+    from experiments import runner
+    calls = {}
+    plot = runner.viz.plot_predictions
+
+    def record(images, preds, labels, path, *args, suptitle=None, **kw):
+        calls[os.path.basename(path)] = (np.asarray(images), suptitle)
+        return plot(images, preds, labels, path, *args, suptitle=suptitle, **kw)
+    monkeypatch.setattr(runner.viz, "plot_predictions", record)
+    run("mnist-cnn", epochs=1, limit=256, source="synthetic", out=tmp_path, progress=False)
+    shown, title = calls["predictions.png"]
+    assert title and f"{len(shown)} random test images" in title and "wrong" in title
+    correct, _ = calls["correct.png"]
+    assert not np.array_equal(shown[:len(correct)], correct), "predictions.png repeats correct.png"
