@@ -71,7 +71,8 @@ def main(argv=None):
         p.exit(2, f"error: {e.dataset} not found: missing {', '.join(e.missing)} in {e.folder}{alternative}.\n"
                   f"Run without --no-download to fetch it from the official servers, put the official files there, "
                   f"or point --data-dir (or MINIDL_DATA) at the folder that holds them.\n"
-                  f"(or try a smoke run on synthetic data: python -m experiments run {args.name} --smoke --synthetic)\n")
+                  f"(or try a smoke run on synthetic data: python -m experiments run {args.name} "
+                  "--smoke --synthetic)\n")
     except DownloadError as e:
         p.exit(2, f"error: {e}\n(or try a smoke run on synthetic data: python -m experiments run {args.name} "
                   "--smoke --synthetic)\n")

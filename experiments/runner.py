@@ -254,7 +254,7 @@ def _check_resume(out_dir, last, config: dict) -> str | None:
         raise RunError(f"--resume: {last} is already at epoch {done}; --epochs {config['epochs']} is fewer (ask for "
                        f"{done} or more)")
     if config["epochs"] != earlier.get("epochs"):
-        how = "extending" if config["epochs"] > earlier.get("epochs", 0) else "shortening"
+        how = "extending" if config["epochs"] > (earlier.get("epochs") or 0) else "shortening"
         return (f"resuming {out_dir} at epoch {done}: {how} the run from {earlier.get('epochs')} to "
                 f"{config['epochs']} epochs")
     return None
@@ -316,7 +316,8 @@ def run_single(exp: Experiment, out_dir, device="cpu", data_dir=None, seed=0, li
     np.savetxt(os.path.join(out_dir, "confusion_matrix.csv"), cm, fmt="%d", delimiter=",")
 
     result = {
-        "experiment": exp.name, "title": run_title(exp, len(history)), "dataset": info["dataset"], "data_source": info["source"],
+        "experiment": exp.name, "title": run_title(exp, len(history)), "dataset": info["dataset"],
+        "data_source": info["source"],
         "published": exp.published or None,
         "test_acc": _pct(ev["acc"]), "test_loss": ev["loss"],
         "best_val_acc": _pct(trainer.best_value) if trainer.monitor == "val_acc" else None,
@@ -481,7 +482,8 @@ def run(name, epochs=None, device="cpu", data_dir=None, out="runs", seed=0, limi
     _json(os.path.join(out_dir, "config.json"), dict(exp.config(), seed=seed, device=device, limit=limit,
                                                      command=command))
     pub = exp.published.get("text") if exp.published else "none published"
-    lines = [f"# {exp.name}: {run_title(exp, exp.epochs)}", "", f"Published: {pub}. Best variant by validation accuracy: "
+    lines = [f"# {exp.name}: {run_title(exp, exp.epochs)}", "",
+             f"Published: {pub}. Best variant by validation accuracy: "
              f"**{best}** (test {results[best]['test_acc']}%).", ""]
     if summary["data_source"] != "real":
         lines += ["> **Smoke run on synthetic data**: the numbers say nothing about the models.", ""]

@@ -423,8 +423,10 @@ class Trainer:
 
     def _check_finite(self, epoch, val_loss):
         """Stop before epoch ``epoch`` writes anything when a weight or the validation loss is NaN/inf."""
-        kept = (f"; its history and checkpoints were not written" +
-                (f" ({self.out_dir} holds epoch {self.epoch}'s)" if self.epoch else "") if self.out_dir is not None else "")
+        kept = ""
+        if self.out_dir is not None:
+            kept = "; its history and checkpoints were not written" + (
+                f" ({self.out_dir} holds epoch {self.epoch}'s)" if self.epoch else "")
         bad = _non_finite_tensors(self.model)
         if bad:
             raise FloatingPointError(

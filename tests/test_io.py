@@ -488,3 +488,15 @@ def test_nn_model_round_trip_and_resume(tmp_path, device):
     net3 = nn.Sequential(nn.Linear(3, 8), nn.Linear(8, 2))
     with pytest.raises(RuntimeError, match="Missing key|Unexpected key"):
         load_checkpoint(tmp_path / "net.npz", net3)
+
+
+def test_a_checkpoint_from_before_a_setting_existed_still_loads(good_file, tmp_path):
+    """A group that only lacks a setting (an older minidl's Adam without decoupled_weight_decay) takes the
+    optimizer's current value, as PyTorch's __setstate__ defaults do; lacking and foreign ones is another kind."""
+    def drop(m):
+        for g in m["optimizer"]["param_groups"]:
+            del g["decoupled_weight_decay"]
+    old = rewrite_meta(good_file, tmp_path / "old.npz", drop)
+    model, opt, sched = make(seed=3)
+    load_checkpoint(old, model, opt, sched)
+    assert all(g["decoupled_weight_decay"] is False for g in opt.param_groups)

@@ -166,11 +166,12 @@ class Optimizer:
                 raise ValueError(f"parameter group {i} of the loaded state dict has {len(params)} "
                                  f"parameters, this optimizer's has {len(mine['params'])}")
             lacking = [k for k in self.defaults if k not in saved]
-            if lacking:
-                raise ValueError(f"parameter group {i} of the loaded state dict lacks {', '.join(lacking)}: it is "
-                                 f"not the state of a {type(self).__name__} (it has {', '.join(sorted(saved))})")
+            foreign = sorted(set(saved) - set(self.defaults) - set(mine) - {"params"})
+            if lacking and foreign:  # another optimizer's settings (only lacking: an older minidl's, filled below)
+                raise ValueError(f"parameter group {i} of the loaded state dict has {', '.join(foreign)} and lacks "
+                                 f"{', '.join(lacking)}: it is not the state of a {type(self).__name__}")
             for k, default in self.defaults.items():
-                if not _same_kind(saved[k], default):
+                if k in saved and not _same_kind(saved[k], default):
                     raise TypeError(f"parameter group {i} of the loaded state dict has {k} = {saved[k]!r:.60}; "
                                     f"a {type(self).__name__} takes a value like {default!r}")
             for idx, p in zip(params, mine["params"]):
@@ -188,7 +189,8 @@ class Optimizer:
             new_state[p] = {k: _copy_like(v, p, k) for k, v in s.items()}
         new_groups = []
         for mine, saved in zip(self.param_groups, saved_groups):
-            group = {k: v for k, v in saved.items() if k != "params"}
+            group = {k: mine[k] for k in self.defaults if k not in saved}  # settings newer than the checkpoint
+            group.update((k, v) for k, v in saved.items() if k != "params")
             group["params"] = mine["params"]
             new_groups.append(group)
         return new_groups, new_state
