@@ -175,15 +175,17 @@ def _share_version_of_view(result: "Tensor", tensors):
 
 
 def _kept_memory(fn, arrays: tuple) -> set:
-    """ids of the memory owners of the arrays an op stored for backward: its attributes, the items of tuples and
-    lists among them, and the attributes of minidl's own helper objects (e.g. conv's Columns) one level down."""
+    """ids of the memory owners of the arrays an op stored for backward: its attributes, the items of tuples,
+    lists and dicts among them, and the attributes of minidl's own helper objects (e.g. conv's Columns) one
+    level down."""
     kept = set()
     for key, v in fn.__dict__.items():
         if isinstance(v, arrays):
             kept.add(id(_memory_owner(v, arrays)))
-        elif isinstance(v, (tuple, list)):
+        elif isinstance(v, (tuple, list, dict)):
             if key != "inputs":
-                kept.update(id(_memory_owner(a, arrays)) for a in v if isinstance(a, arrays))
+                items = v.values() if isinstance(v, dict) else v
+                kept.update(id(_memory_owner(a, arrays)) for a in items if isinstance(a, arrays))
         elif hasattr(v, "__dict__") and type(v).__module__.startswith("minidl.") \
                 and not isinstance(v, (Tensor, Function)):
             kept.update(id(_memory_owner(a, arrays)) for a in vars(v).values() if isinstance(a, arrays))

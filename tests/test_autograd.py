@@ -359,3 +359,24 @@ def test_saved_tensors_are_tracked_without_copies():
     w = t([1.0, 2.0], requires_grad=True)
     y = w * w
     assert y._ctx.a is w.data and y._ctx.b is w.data
+
+
+def test_ops_that_keep_memory_in_other_ways_are_caught_too():
+    """However an op stores what it keeps (attributes, views, helper objects), an in-place change of that memory
+    is refused: conv keeps its input (a view) and its columns in a helper object, batch norm its input, max
+    pooling a padded copy of its input (so changing the input is harmless there) and its output."""
+    from minidl import nn
+    mdl.manual_seed(0)
+    for layer, change in ((nn.Conv2d(3, 4, 3), "input"), (nn.BatchNorm2d(3), "input"), (nn.MaxPool2d(2), "output")):
+        inp = mdl.randn(2, 3, 8, 8, requires_grad=True)
+        out = layer(inp)
+        with mdl.no_grad():
+            (inp if change == "input" else out).__iadd__(1.0)
+        with pytest.raises(RuntimeError, match=MODIFIED):
+            out.sum().backward()
+    inp = mdl.randn(2, 3, 8, 8, requires_grad=True)
+    out = nn.MaxPool2d(2)(inp)
+    with mdl.no_grad():
+        inp += 1.0                           # max pooling's backward reads its own copy: the gradient is right
+    out.sum().backward()
+    assert inp.grad.numpy().sum() == 2 * 3 * 4 * 4
