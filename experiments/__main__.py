@@ -66,7 +66,7 @@ def main(argv=None):
             with open(args.write, "w") as f:
                 f.write(table + "\n")
         return 0
-    from experiments.runner import run
+    from experiments.runner import RunError, run
     try:
         registry.get(args.name)
     except KeyError as e:
@@ -78,9 +78,18 @@ def main(argv=None):
                   seed=args.seed, limit=args.limit, source="synthetic" if args.synthetic else "real", smoke=args.smoke,
                   progress=not args.quiet, command=cmd, num_workers=args.workers, resume=args.resume,
                   download=not args.no_download, distributed=args.distributed)
+    except RunError as e:
+        p.exit(2, f"error: {e}\n")
     except (DatasetNotFoundError, DownloadError) as e:
         if args.distributed:  # an exit on one rank would leave the others waiting: the job aborts, naming the rank
             raise
+        if isinstance(e, DatasetNotFoundError):  # only with --no-download: say it in the CLI's words
+            alternative = f" (or {e.alternative})" if e.alternative else ""
+            p.exit(2, f"error: {e.dataset} not found: missing {', '.join(e.missing)} in {e.folder}{alternative}.\n"
+                      f"Run without --no-download to fetch it from the official servers, put the official files "
+                      f"there, or point --data-dir (or MINIDL_DATA) at the folder that holds them.\n"
+                      f"(or try a smoke run on synthetic data: python -m experiments run {args.name} "
+                      "--smoke --synthetic)\n")
         p.exit(2, f"error: {e}\n(or try a smoke run on synthetic data: python -m experiments run {args.name} "
                   "--smoke --synthetic)\n")
     if args.distributed and res.get("rank", 0) != 0:

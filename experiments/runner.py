@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import time
@@ -19,11 +20,16 @@ import numpy as np
 import minidl as mdl
 from minidl import distributed as dist
 from minidl import metrics, nn, optim, viz
-from minidl.train import Trainer, evaluate
+from minidl.train import Trainer, evaluate, json_ready
 
 from experiments.registry import DATASETS, MODELS, Experiment, get
 
 SMOKE_LIMIT = 128
+
+
+class RunError(ValueError):
+    """A run that cannot start as asked (a bad option, a resume that does not match the earlier run); nothing
+    was written.  The CLI prints it as one line and exits with status 2."""
 
 
 # ----------------------------------------------------------------- data
@@ -67,6 +73,18 @@ def augmentations(names) -> list:
     return out
 
 
+def _not_found(errors):
+    """One DatasetNotFoundError naming the missing files of both splits."""
+    from minidl.data import DatasetNotFoundError
+    first = errors[0]
+    missing = list(dict.fromkeys(m for e in errors for m in e.missing))
+    alternative = f", or {first.alternative}," if first.alternative else ""
+    return DatasetNotFoundError(
+        f"{first.dataset} not found: missing {', '.join(missing)} in {first.folder}. Put the official files "
+        f"there{alternative} or set MINIDL_DATA (or pass data_dir=) to the folder that holds them, or pass "
+        f"download=True.", dataset=first.dataset, missing=missing, folder=first.folder, alternative=first.alternative)
+
+
 def load_data(exp: Experiment, data_dir=None, limit=None, source="real", seed=0, download=False):
     """(train, val, test) Subsets with their transforms, the class names and a description of the
     data used.  ``source``: 'real' (error when absent), 'synthetic', or 'auto' (real when present).
@@ -77,15 +95,19 @@ def load_data(exp: Experiment, data_dir=None, limit=None, source="real", seed=0,
         raise ValueError(f"source must be 'real', 'synthetic' or 'auto', got {source!r}")
     used = source
     if source != "synthetic":
-        try:
-            cls = _dataset_class(exp.dataset)
-            fetch = download and source == "real"
-            full_train = cls(root=data_dir, train=True, download=fetch)
-            full_test = cls(root=data_dir, train=False, download=fetch)
-            used = "real"
-        except DatasetNotFoundError:
-            if source == "real":
-                raise
+        cls = _dataset_class(exp.dataset)
+        fetch = download and source == "real"
+        found, errors = [], []
+        for train in (True, False):  # both splits, so that the error names every missing file
+            try:
+                found.append(cls(root=data_dir, train=train, download=fetch))
+            except DatasetNotFoundError as e:
+                errors.append(e)
+        if not errors:
+            (full_train, full_test), used = found, "real"
+        elif source == "real":
+            raise _not_found(errors)
+        else:
             used = "synthetic"
     if used == "synthetic":
         n = limit or SMOKE_LIMIT
@@ -158,7 +180,13 @@ def _write(path, text):
 
 def _json(path, obj):
     with open(path, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
+        json.dump(json_ready(obj), f, indent=2, default=str, allow_nan=False)
+
+
+def run_title(exp: Experiment, epochs: int) -> str:
+    """The experiment's title with the number of epochs it names replaced by ``epochs``, those the run trained
+    (an ``--epochs 1`` run of a "5 epochs" experiment must not say 5)."""
+    return re.sub(r"\b\d+ epochs\b", f"{epochs} epoch{'' if epochs == 1 else 's'}", exp.title)
 
 
 def _pct(x):
@@ -172,6 +200,82 @@ def _shard(dataset, rank, world):
     return Subset(dataset, np.array_split(np.arange(len(dataset)), world)[rank])
 
 
+def check_options(epochs=None, limit=None, seed=0, num_workers=0, device="cpu"):
+    """Raise RunError, naming the option as the CLI spells it and what it allows, for a value out of range."""
+    def integer(v, least):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= least
+    for flag, value, least, what, optional in (("--epochs", epochs, 1, "", True),
+                                               ("--limit", limit, 1, " (the number of training samples)", True),
+                                               ("--seed", seed, 0, "", False),
+                                               ("--workers", num_workers, 0, " (DataLoader threads)", False)):
+        if not (optional and value is None) and not integer(value, least):
+            raise RunError(f"{flag} must be an integer >= {least}{what}, got {value!r}")
+    name = str(device)
+    if name != "cpu" and not name.startswith("cuda"):
+        raise RunError(f"--device must be cpu or cuda, got {device!r}")
+    if name.startswith("cuda") and mdl.backend.cupy_status() is not None:
+        raise RunError(f"--device {name}: {mdl.backend.cupy_status()}")
+
+
+# What run_single writes.  A fresh run first removes the earlier run's, so that a folder never shows two runs
+# at once (an earlier misclassified.png or feature map beside a run that made none).
+RUN_FILES = ("config.json", "model_summary.txt", "samples.png", "history.json", "history.csv", "last.ckpt",
+             "best.ckpt", "classification_report.txt", "confusion_matrix.csv", "confusion_matrix.png", "metrics.json",
+             "curves.png", "predictions.png", "correct.png", "misclassified.png", "weights.png", "report.md")
+FEATURE_MAPS = re.compile(r"feature_maps_conv\d+\.png")
+
+
+def _clear_earlier_run(out_dir):
+    if not os.path.isdir(out_dir):
+        return
+    for f in os.listdir(out_dir):
+        if f in RUN_FILES or FEATURE_MAPS.fullmatch(f):
+            os.remove(os.path.join(out_dir, f))
+
+
+def _comparable(config: dict) -> dict:
+    """A config as config.json holds it, without what may change between a run and its resumption."""
+    config = json.loads(json.dumps(json_ready(config), default=str))
+    config.pop("command", None)
+    config.pop("epochs", None)
+    if isinstance(config.get("data"), dict):
+        config["data"].pop("root", None)  # the same files may be reached from another folder
+    return config
+
+
+def _differences(earlier, now, where="") -> list:
+    if isinstance(earlier, dict) and isinstance(now, dict):
+        return [d for k in sorted(set(earlier) | set(now), key=str)
+                for d in _differences(earlier.get(k), now.get(k), f"{where}{k}.")]
+    return [] if earlier == now else [f"{where[:-1]} {json.dumps(earlier)} -> {json.dumps(now)}"]
+
+
+def _check_resume(out_dir, last, config: dict) -> str | None:
+    """Refuse (RunError) to resume ``out_dir`` with a configuration other than the one it ran with; more (or
+    fewer, down to the checkpoint's) epochs are allowed.  Returns the sentence that says so, or None."""
+    from minidl import io
+    try:
+        with open(os.path.join(out_dir, "config.json")) as f:
+            earlier = json.load(f)
+        done = io.load_checkpoint(last, restore_rng=False)["epoch"]
+    except (OSError, ValueError) as e:
+        raise RunError(f"--resume: cannot read the earlier run in {out_dir} ({e}); run without --resume to start "
+                       f"over") from e
+    diffs = _differences(_comparable(earlier), _comparable(config))
+    if diffs:
+        raise RunError(f"--resume: {out_dir} ran with other settings ({'; '.join(diffs)}): resuming would mix two "
+                       f"runs; resume with the earlier settings, or run without --resume to start over (with another "
+                       f"--out to keep this run)")
+    if config["epochs"] < done:
+        raise RunError(f"--resume: {last} is already at epoch {done}; --epochs {config['epochs']} is fewer (ask for "
+                       f"{done} or more)")
+    if config["epochs"] != earlier.get("epochs"):
+        how = "extending" if config["epochs"] > (earlier.get("epochs") or 0) else "shortening"
+        return (f"resuming {out_dir} at epoch {done}: {how} the run from {earlier.get('epochs')} to "
+                f"{config['epochs']} epochs")
+    return None
+
+
 def run_single(exp: Experiment, out_dir, device="cpu", data_dir=None, seed=0, limit=None, source="real",
                progress=True, command=None, num_workers=0, resume=False, download=False, distributed=False):
     """One run.  ``distributed``: this process is one rank of a data-parallel job (the default process group is
@@ -179,8 +283,6 @@ def run_single(exp: Experiment, out_dir, device="cpu", data_dir=None, seed=0, li
     layers become SyncBatchNorm, evaluation is sharded, and only rank 0 writes ``out_dir``."""
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     main = rank == 0
-    if main:
-        os.makedirs(out_dir, exist_ok=True)
     t_start = time.perf_counter()
     mdl.manual_seed(seed)
     if distributed and not main:
@@ -215,8 +317,19 @@ def run_single(exp: Experiment, out_dir, device="cpu", data_dir=None, seed=0, li
     if distributed:
         config["distributed"] = {"world_size": world, "backend": dist.get_backend(),
                                  "batch_per_rank": exp.batch_size // world, "sync_batch_norm": True}
+    last = os.path.join(out_dir, "last.ckpt")
     summary = None
-    if main:
+    if main:  # rank 0's view of the shared folder decides for every rank
+        if resume is True and not os.path.isfile(last):
+            raise RunError(f"--resume: no checkpoint {last} to resume from")
+        resume = bool(resume) and os.path.isfile(last)  # "auto" (sweep variants): resume when there is one
+        if resume:
+            said = _check_resume(out_dir, last, config)
+            if said:
+                print(said, flush=True)
+        else:
+            _clear_earlier_run(out_dir)
+        os.makedirs(out_dir, exist_ok=True)
         summary = model.summary(shape, print_fn=None)
         _write(os.path.join(out_dir, "model_summary.txt"), f"{model!r}\n\n{summary}\n")
         _json(os.path.join(out_dir, "config.json"), config)
@@ -224,17 +337,13 @@ def run_single(exp: Experiment, out_dir, device="cpu", data_dir=None, seed=0, li
         k = min(16, len(train))
         xs, ys = train.get_batch(np.arange(k))
         viz.plot_dataset_samples(xs, ys, os.path.join(out_dir, "samples.png"), class_names=classes, ncols=8)
+    if distributed:
+        resume = dist.broadcast_object(resume)
 
     net = nn.parallel.DistributedDataParallel(model) if distributed else model
     trainer = Trainer(net, opt, train_loader, val_loader, device=device, out_dir=out_dir, progress=progress,
                       monitor="val_acc")
     t_train = time.perf_counter()
-    last = os.path.join(out_dir, "last.ckpt")
-    if resume is True and not os.path.isfile(last):
-        raise FileNotFoundError(f"--resume: no checkpoint {last} to resume from")
-    resume = bool(resume) and os.path.isfile(last)  # "auto" (sweep variants): resume when there is one
-    if distributed:  # rank 0's view of the shared folder decides for every rank
-        resume = dist.broadcast_object(resume)
     history = trainer.fit(exp.epochs, resume=last if resume else None)
     # the epochs' own times, so that a resumed run counts the epochs trained before it too
     train_time = sum(r.get("time_s") or 0.0 for r in history) if resume else time.perf_counter() - t_train
@@ -258,7 +367,8 @@ def run_single(exp: Experiment, out_dir, device="cpu", data_dir=None, seed=0, li
     np.savetxt(os.path.join(out_dir, "confusion_matrix.csv"), cm, fmt="%d", delimiter=",")
 
     result = {
-        "experiment": exp.name, "title": exp.title, "dataset": info["dataset"], "data_source": info["source"],
+        "experiment": exp.name, "title": run_title(exp, len(history)), "dataset": info["dataset"],
+        "data_source": info["source"],
         "published": exp.published or None,
         "test_acc": _pct(ev["acc"]), "test_loss": ev["loss"],
         "best_val_acc": _pct(trainer.best_value) if trainer.monitor == "val_acc" else None,
@@ -277,13 +387,16 @@ def run_single(exp: Experiment, out_dir, device="cpu", data_dir=None, seed=0, li
         result["train_acc"] = train_acc
 
     # plots
-    viz.plot_history(history, os.path.join(out_dir, "curves.png"), title=exp.title)
+    viz.plot_history(history, os.path.join(out_dir, "curves.png"), title=result["title"])
     viz.plot_confusion_matrix(cm, os.path.join(out_dir, "confusion_matrix.png"), class_names=classes
                               if len(classes) <= 20 else None)
-    n_show = min(exp.n_predictions, len(targets))
-    raw_test, _ = test.get_batch(np.arange(n_show))
-    viz.plot_predictions(raw_test, preds[:n_show], targets[:n_show], os.path.join(out_dir, "predictions.png"),
-                         class_names=classes, ncols=min(8, n_show))
+    n_show = min(exp.n_predictions, len(targets))  # a random sample: correct.png already shows the first ones
+    shown = np.sort(np.random.default_rng(seed).choice(len(targets), n_show, replace=False))
+    raw_test, _ = test.get_batch(shown)
+    wrong = int((preds[shown] != targets[shown]).sum())
+    viz.plot_predictions(raw_test, preds[shown], targets[shown], os.path.join(out_dir, "predictions.png"),
+                         class_names=classes, ncols=min(8, n_show),
+                         suptitle=f"predictions on {n_show} random test images ({wrong} wrong)")
     raw_first, _ = test.get_batch(np.arange(min(len(test), 500)))
     m = len(raw_first)
     viz.plot_correct_and_misclassified(raw_first, preds[:m], targets[:m], os.path.join(out_dir, "correct.png"),
@@ -311,7 +424,11 @@ def _fmt(v, suffix=""):
 
 def render_report(exp, config, result, history, report, summary, fmaps, extra_md=""):
     pub = exp.published.get("text") if exp.published else "none published"
-    lines = [f"# {exp.name}: {exp.title}", ""]
+    lines = [f"# {exp.name}: {run_title(exp, result['epochs'])}", ""]
+    registered = get(exp.name).epochs
+    if result["epochs"] != registered:
+        lines += [f"> Trained for {result['epochs']} epoch{'' if result['epochs'] == 1 else 's'}; the experiment is "
+                  f"registered for {registered} epochs (changed by `--epochs` or `--smoke`).", ""]
     if result["data_source"] != "real":
         lines += ["> **Smoke run on synthetic data** (the real dataset was not found): the numbers below "
                   "say nothing about the model.", ""]
@@ -350,7 +467,7 @@ def render_report(exp, config, result, history, report, summary, fmaps, extra_md
         lines.append(f"| {r['epoch']} | {r['train_loss']:.4f} | {_fmt(_pct(r['train_acc']))} | "
                      f"{r['val_loss']:.4f} | {_fmt(_pct(r['val_acc']))} | {r['lr']:.3g} | {r['time_s']:.1f} |")
     lines += ["", "## Test set", "", "Classification report:", "", "```", report.rstrip(), "```", "",
-              "![confusion matrix](confusion_matrix.png)", "", "Test images with predictions:", "",
+              "![confusion matrix](confusion_matrix.png)", "", "Random test images with predictions:", "",
               "![predictions](predictions.png)", ""]
     for f, what in (("correct.png", "Correctly classified"), ("misclassified.png", "Misclassified")):
         if f in result.get("plots", []):
@@ -374,7 +491,10 @@ def run(name, epochs=None, device="cpu", data_dir=None, out="runs", seed=0, limi
     as an uninterrupted one with the same seed would (same config and data required).
     ``distributed=True``: this process is one rank of ``mpiexec -n N``; the default process group is initialised
     here (NCCL on 'cuda', else MPI) unless it already is, and the ranks train one model together (see
-    ``run_single``); every rank reads the data and, to resume, OUT (a file system they share)."""
+    ``run_single``); every rank reads the data and, to resume, OUT (a file system they share).
+    Options out of range, and a resume with another configuration than the folder's (more epochs are allowed),
+    raise RunError before anything is written; a fresh run first removes the earlier run's files from its folder."""
+    check_options(epochs, limit, seed, num_workers, device)
     exp = get(name)
     if smoke:
         limit = exp.smoke.get("limit") or limit or SMOKE_LIMIT
@@ -408,13 +528,13 @@ def run(name, epochs=None, device="cpu", data_dir=None, out="runs", seed=0, limi
                 histories[label] = json.load(f)
     if not main:
         return {"experiment": exp.name, "variants": results, "rank": dist.get_rank()}
-    viz.plot_sweep(histories, os.path.join(out_dir, "sweep.png"), title=exp.title)
+    viz.plot_sweep(histories, os.path.join(out_dir, "sweep.png"), title=run_title(exp, exp.epochs))
     best = max(results, key=lambda k: (results[k]["best_val_acc"] or -1))
     for f in ("confusion_matrix.png", "curves.png", "classification_report.txt", "history.json", "history.csv",
               "model_summary.txt"):
         shutil.copy(os.path.join(out_dir, best, f), os.path.join(out_dir, f))
     summary = dict(results[best])
-    summary.update({"experiment": exp.name, "title": exp.title, "best_variant": best,
+    summary.update({"experiment": exp.name, "title": run_title(exp, exp.epochs), "best_variant": best,
                     "variants": {k: {m: v[m] for m in ("test_acc", "best_val_acc", "best_epoch", "final_val_acc",
                                                         "train_time_s")} for k, v in results.items()},
                     "wall_time_s": round(time.perf_counter() - t0, 1),
@@ -424,7 +544,8 @@ def run(name, epochs=None, device="cpu", data_dir=None, out="runs", seed=0, limi
     _json(os.path.join(out_dir, "config.json"), dict(exp.config(), seed=seed, device=device, limit=limit,
                                                      command=command))
     pub = exp.published.get("text") if exp.published else "none published"
-    lines = [f"# {exp.name}: {exp.title}", "", f"Published: {pub}. Best variant by validation accuracy: "
+    lines = [f"# {exp.name}: {run_title(exp, exp.epochs)}", "",
+             f"Published: {pub}. Best variant by validation accuracy: "
              f"**{best}** (test {results[best]['test_acc']}%).", ""]
     if summary["data_source"] != "real":
         lines += ["> **Smoke run on synthetic data**: the numbers say nothing about the models.", ""]

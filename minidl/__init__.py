@@ -1,7 +1,7 @@
 """minidl: a deep-learning framework written from scratch on NumPy, with CuPy for the GPU."""
 from minidl import backend
-from minidl.autograd import (OP_REGISTRY, Function, Tensor, enable_grad, float32, float64, get_default_dtype,
-                             int64, is_grad_enabled, no_grad, set_default_dtype, tensor)
+from minidl.autograd import (OP_REGISTRY, Function, Tensor, enable_grad, float32, float64, from_numpy,
+                             get_default_dtype, int64, is_grad_enabled, no_grad, set_default_dtype, tensor)
 from minidl.backend import get_array_module, is_cuda_available, manual_seed
 from minidl.gradcheck import GradcheckError, gradcheck
 from minidl.kernels import get_ops, set_ops

@@ -126,8 +126,13 @@ class Function:
         if is_grad_enabled() and any(needs):
             self.inputs = tensors
             self.needs_input_grad = needs
-            return Tensor(out, requires_grad=True, _ctx=self)
-        return Tensor(out)
+            result = Tensor(out, requires_grad=True, _ctx=self)
+            _share_version_of_view(result, tensors)
+            self._versions = tuple([0 if t is None else t._vc[0] for t in tensors] + [result._vc[0]])
+            return result
+        result = Tensor(out)
+        _share_version_of_view(result, tensors)
+        return result
 
     def forward(self, *xs):
         raise NotImplementedError
@@ -155,6 +160,87 @@ def check_floating(op, arrays):
             against = f" but {other[0]} has dtype {other[1]}" if other is not None else ""
             raise TypeError(f"{op.name}: {name} has dtype {a.dtype}{against}; {op.name} takes float32 or float64 "
                             f"tensors of one dtype (convert with .float() or .double())")
+
+
+# ----------------------------------------------------------------- version counters
+# As PyTorch's: every in-place change of a tensor's memory adds one to its counter (views share it).  An op
+# records its inputs' and its output's versions; backward refuses to run an op when one moved and the op kept
+# that tensor's memory for backward.  Which memory an op keeps is read off the arrays it stored on itself (no
+# op declares them), by identity of the memory's owner, and only once a version has moved: no array is copied
+# or compared, and the usual step costs one small tuple per op.
+
+def _array_types() -> tuple:
+    return (np.ndarray,) if backend._cupy is None else (np.ndarray, backend._cupy.ndarray)
+
+
+def _memory_owner(a, arrays: tuple):
+    """The array that owns ``a``'s memory (``a`` itself, or the base at the end of its chain of views)."""
+    b = a.base
+    while isinstance(b, arrays):
+        a, b = b, b.base
+    return a
+
+
+def _share_version_of_view(result: "Tensor", tensors):
+    """An op's output that is a view of (or is) an input's array shares that input's version counter."""
+    out = result.data
+    if out.base is None:
+        for t in tensors:
+            if t is not None and t.data is out:
+                result._vc = t._vc
+                return
+        return
+    arrays = _array_types()
+    owner = _memory_owner(out, arrays)
+    for t in tensors:
+        if t is not None and _memory_owner(t.data, arrays) is owner:
+            result._vc = t._vc
+            return
+
+
+def _kept_memory(fn, arrays: tuple) -> set:
+    """ids of the memory owners of the arrays an op stored for backward: its attributes, the items of tuples,
+    lists and dicts among them, and the attributes of minidl's own helper objects (e.g. conv's Columns) one
+    level down."""
+    kept = set()
+    for key, v in fn.__dict__.items():
+        if isinstance(v, arrays):
+            kept.add(id(_memory_owner(v, arrays)))
+        elif isinstance(v, (tuple, list, dict)):
+            if key != "inputs":
+                items = v.values() if isinstance(v, dict) else v
+                kept.update(id(_memory_owner(a, arrays)) for a in items if isinstance(a, arrays))
+        elif hasattr(v, "__dict__") and type(v).__module__.startswith("minidl.") \
+                and not isinstance(v, (Tensor, Function)):
+            kept.update(id(_memory_owner(a, arrays)) for a in vars(v).values() if isinstance(a, arrays))
+    return kept
+
+
+def _check_versions(t: "Tensor", ctx: Function):
+    """Raise if a tensor whose memory ``ctx`` (the op that made ``t``) kept was changed in place since."""
+    versions = ctx.__dict__.get("_versions")
+    if versions is None:  # a node built by hand, not by Function.__call__
+        return
+    for x, v in zip(ctx.inputs, versions):
+        if x is not None and x._vc[0] != v:
+            break
+    else:
+        if t._vc[0] == versions[-1]:
+            return  # the usual case: nothing moved
+    moved = [(f"input {i}", x, v) for i, (x, v) in enumerate(zip(ctx.inputs, versions))
+             if x is not None and x._vc[0] != v]
+    if t._vc[0] != versions[-1]:
+        moved.append(("the output", t, versions[-1]))
+    arrays = _array_types()
+    kept = _kept_memory(ctx, arrays)
+    for what, tensor, version in moved:
+        if id(_memory_owner(tensor.data, arrays)) in kept:
+            raise RuntimeError(
+                f"one of the tensors needed for gradient computation has been modified by an in-place operation: "
+                f"{what} of {ctx.name or type(ctx).__name__}, a {tensor.dtype} tensor of shape {tuple(tensor.shape)}"
+                f"{' (a leaf that requires grad)' if tensor.is_leaf and tensor.requires_grad else ''}, is at "
+                f"version {tensor._vc[0]}; expected version {version} instead. Change it out of place "
+                f"(x = x - 1 rather than x -= 1), or compute the forward again after the change.")
 
 
 def _constant_like(x, ref):
@@ -198,6 +284,7 @@ class Tensor:
         self._ctx = _ctx
         self._freed = False
         self._retains_grad = False
+        self._vc = [0]  # the version counter: in-place changes so far (shared with views of the same memory)
         self.requires_grad = bool(requires_grad)
         if self.requires_grad and self.data.dtype.kind not in "fc":
             raise TypeError(f"only floating-point tensors can require gradients, got dtype {self.data.dtype}")
@@ -222,6 +309,16 @@ class Tensor:
     @property
     def is_leaf(self) -> bool:
         return self._ctx is None
+
+    @property
+    def _version(self) -> int:
+        """How many in-place changes this tensor's memory has had (PyTorch's ``_version``)."""
+        return self._vc[0]
+
+    def _bump_version(self):
+        """Record an in-place change of ``self.data``'s memory: library code that writes into ``.data``
+        directly (optimizers, init, ``load_state_dict``) calls this."""
+        self._vc[0] += 1
 
     @property
     def xp(self):
@@ -297,8 +394,10 @@ class Tensor:
 
     # ---- graph
     def detach(self) -> "Tensor":
-        """The same data, cut from the graph."""
-        return Tensor(self.data)
+        """The same data (and version counter), cut from the graph."""
+        out = Tensor(self.data)
+        out._vc = self._vc
+        return out
 
     def requires_grad_(self, flag: bool = True) -> "Tensor":
         if not self.is_leaf:
@@ -371,16 +470,19 @@ class Tensor:
     def __iadd__(self, o):
         self._check_inplace()
         self.data += _constant_like(o.data if isinstance(o, Tensor) else o, self)
+        self._bump_version()
         return self
 
     def __isub__(self, o):
         self._check_inplace()
         self.data -= _constant_like(o.data if isinstance(o, Tensor) else o, self)
+        self._bump_version()
         return self
 
     def __imul__(self, o):
         self._check_inplace()
         self.data *= _constant_like(o.data if isinstance(o, Tensor) else o, self)
+        self._bump_version()
         return self
 
     def _check_inplace(self):
@@ -434,6 +536,7 @@ def _run_backward(root: Tensor, grad, retain_graph: bool):
             if t._freed:
                 raise RuntimeError("Trying to backward through the graph a second time: its saved arrays were "
                                    "freed after the first backward; pass retain_graph=True to the first call")
+            _check_versions(t, ctx)  # for the whole graph before any gradient is summed
             for inp in ctx.inputs:
                 if inp is not None and inp.requires_grad and id(inp) not in visited:
                     stack.append((inp, False))
@@ -472,8 +575,22 @@ def _run_backward(root: Tensor, grad, retain_graph: bool):
 
 
 def tensor(data, dtype=None, requires_grad=False, device=None) -> Tensor:
-    """Make a tensor from data (lists, scalars, NumPy/CuPy arrays), as ``torch.tensor``."""
-    return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
+    """Make a tensor from data (lists, scalars, NumPy/CuPy arrays, Tensors), as ``torch.tensor``: the data
+    is always copied, so changing the array afterwards changes neither the tensor nor its gradients
+    (``from_numpy`` shares instead)."""
+    source = data.data if isinstance(data, Tensor) else data
+    out = Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
+    if out.data is source:  # no conversion made a new array
+        out.data = out.data.copy()
+    return out
+
+
+def from_numpy(array) -> Tensor:
+    """A tensor sharing ``array``'s memory (a NumPy array, kept in its dtype), as ``torch.from_numpy``:
+    changes to one show in the other."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(array).__name__}")
+    return Tensor(array)
 
 
 from minidl import ops  # noqa: E402  (the ops need Tensor and Function, defined above)

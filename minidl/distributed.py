@@ -325,6 +325,8 @@ def _array_of(tensor, what):
 def _in_place(tensor, what, call, async_op=False) -> Work:
     """Run ``call(array)`` on the tensor's data; data that is not C-contiguous goes through a contiguous copy."""
     a = _array_of(tensor, what)
+    if hasattr(tensor, "_bump_version"):  # an in-place change, as PyTorch counts one
+        tensor._bump_version()
     if a.flags.c_contiguous:
         return call(a)
     buf = backend.get_array_module(a).ascontiguousarray(a)

@@ -9,7 +9,9 @@ CSV when an output folder is given, together with ``last.ckpt`` (everything need
 Losses and correct counts are summed on the device, as arrays; the host reads them only every
 ``sync_every`` steps (for the bar and the NaN check) and at the end of the epoch, so a GPU run is
 not stalled by a ``float(loss)`` per step.  A non-finite loss stops the run with a
-``FloatingPointError`` naming the epoch and the first bad step.
+``FloatingPointError`` naming the epoch and the first bad step; so do, after each epoch and before
+anything of it is written, a non-finite validation loss and a parameter or buffer holding NaN/inf
+(a step whose loss is finite can still overflow the weights).  The JSON files hold no bare NaN.
 
 Data-parallel training (``minidl.distributed``): give the Trainer a ``DistributedDataParallel`` model, a
 training loader over this rank's share (a ``DistributedSampler``: the Trainer calls its ``set_epoch`` every
@@ -28,6 +30,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import numbers
 import os
 import time
 
@@ -91,6 +94,16 @@ def _load_loader_state(loader, state):
 def _is_plateau(scheduler) -> bool:
     return type(scheduler).__name__ == "ReduceLROnPlateau" or \
         any(c.__name__ == "ReduceLROnPlateau" for c in type(scheduler).__mro__)
+
+
+def _non_finite_tensors(model) -> list:
+    """Names of the floating-point parameters and buffers of ``model`` that hold NaN or inf (one host read)."""
+    named = [(k, t) for k, t in model.state_dict().items() if t.dtype.kind in "fc"]
+    if not named:
+        return []
+    xp = named[0][1].xp
+    finite = backend.to_numpy(xp.stack([xp.isfinite(t.data).all() for _, t in named]))
+    return [k for (k, _), ok in zip(named, finite) if not ok]
 
 
 def _lr(optimizer):
@@ -199,12 +212,25 @@ def evaluate(model, loader, loss_fn=None, device=None, return_outputs: bool = Fa
 
 
 # ----------------------------------------------------------------- history
+def json_ready(obj):
+    """``obj`` with every NaN or infinite float replaced by None: JSON has no such numbers, and Python's
+    ``json`` would write them as bare ``NaN``/``Infinity``, which other readers refuse."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    return obj
+
+
 def save_history(history: list, out_dir, stem: str = "history"):
-    """Write the per-epoch rows as ``{stem}.json`` and ``{stem}.csv``; returns both paths."""
+    """Write the per-epoch rows as ``{stem}.json`` (non-finite numbers as null) and ``{stem}.csv``;
+    returns both paths."""
     os.makedirs(out_dir, exist_ok=True)
     jp, cp = os.path.join(out_dir, f"{stem}.json"), os.path.join(out_dir, f"{stem}.csv")
     with open(jp, "w") as f:
-        json.dump(history, f, indent=1)
+        json.dump(json_ready(history), f, indent=1, allow_nan=False)
     fields = list(HISTORY_FIELDS) + sorted({k for row in history for k in row} - set(HISTORY_FIELDS))
     with open(cp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
@@ -311,12 +337,35 @@ class Trainer:
         return os.fspath(path)
 
     def resume(self, path):
-        """Load a checkpoint written by ``save_checkpoint`` (e.g. ``out_dir/last.ckpt``)."""
+        """Load a checkpoint written by ``save_checkpoint`` (e.g. ``out_dir/last.ckpt``); all or nothing: a
+        checkpoint that does not fit raises CheckpointError with the trainer and its objects unchanged."""
         from minidl import io
         ckpt = io.load_checkpoint(path, model=self.module, optimizer=self.optimizer, scheduler=self.scheduler,
-                                  map_location=self.device)  # restores the RNG states too
+                                  map_location=self.device, validate=self._check_resumable)  # restores the RNGs too
         self._load_extra(ckpt["epoch"], ckpt.get("extra") or {})
         return self
+
+    def _check_resumable(self, ckpt: dict):
+        """Raise unless ``ckpt`` holds what ``_load_extra`` needs, of the right types (changes nothing)."""
+        epoch, extra = ckpt.get("epoch"), ckpt.get("extra") or {}
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+            raise ValueError(f"its epoch is {epoch!r:.60}, not a count of epochs")
+        if not isinstance(extra, dict):
+            raise TypeError(f"its 'extra' is a {type(extra).__name__}, not the trainer's dict")
+        history = extra.get("history") or []
+        if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+            raise TypeError("its history is not a list of per-epoch dicts")
+        best_epoch, best_value = extra.get("best_epoch"), extra.get("best_value")
+        if best_epoch is not None and (not isinstance(best_epoch, int) or isinstance(best_epoch, bool)):
+            raise TypeError(f"its best_epoch is {best_epoch!r:.60}, not an epoch")
+        if best_value is not None and (not isinstance(best_value, numbers.Real) or isinstance(best_value, bool)):
+            raise TypeError(f"its best_value is {best_value!r:.60}, not a number")
+        state = extra.get("train_loader")
+        gen = getattr(self.train_loader, "generator", None)
+        if state is not None and not hasattr(self.train_loader, "load_state_dict") and gen is not None:
+            if not isinstance(state, dict) or "generator" not in state:
+                raise TypeError(f"its loader state is {state!r:.60}, not a dict with a 'generator' state")
+            type(gen.bit_generator)().state = state["generator"]  # on a scratch generator
 
     # ------------------------------------------------------------ loop
     def train_epoch(self, epoch: int, epochs: int | None = None):
@@ -377,6 +426,7 @@ class Trainer:
                     self.ddp.sync_buffers()  # one model on every shard: rank 0's running statistics
                 ev = evaluate(self.module, self.val_loader, self.loss_fn, self.device, sharded=self.ddp is not None)
                 row["val_loss"], row["val_acc"] = ev["loss"], ev["acc"]
+            self._check_finite(epoch, row["val_loss"])
             backend.synchronize(self.device)
             row["time_s"] = time.perf_counter() - t0
             if self.scheduler is not None and self.scheduler_interval == "epoch":
@@ -408,6 +458,23 @@ class Trainer:
                           f"(best {self.best_value:.4f} at epoch {self.best_epoch})")
                 break
         return self.history
+
+    def _check_finite(self, epoch, val_loss):
+        """Stop before epoch ``epoch`` writes anything when a weight or the validation loss is NaN/inf."""
+        kept = ""
+        if self.out_dir is not None:
+            kept = "; its history and checkpoints were not written" + (
+                f" ({self.out_dir} holds epoch {self.epoch}'s)" if self.epoch else "")
+        bad = _non_finite_tensors(self.model)
+        if bad:
+            raise FloatingPointError(
+                f"after epoch {epoch} the model's {', '.join(bad[:8])}{' and more' if len(bad) > 8 else ''} hold NaN "
+                f"or inf although every training loss was finite (an update overflowed): stopping{kept}; lower the "
+                f"learning rate or clip gradients")
+        if val_loss is not None and not math.isfinite(val_loss):
+            raise FloatingPointError(
+                f"the validation loss became {val_loss} at epoch {epoch} with finite weights: stopping{kept}; check "
+                f"the validation inputs for NaN/inf")
 
     def _report(self, row, improved):
         if not self.progress:

@@ -224,7 +224,8 @@ def plot_predictions(images, preds, labels, path, class_names=None, ncols=None, 
 def plot_correct_and_misclassified(images, preds, labels, path_correct, path_wrong, n: int = 5,
                                    class_names=None, mean=None, std=None):
     """Two grids: the first ``n`` correctly classified images and the first ``n`` misclassified
-    ones.  Returns the paths written (None for a grid with no image, e.g. no mistakes)."""
+    ones, titled with how many of how many (``misclassified (5 of 164)``).  Returns the paths written
+    (None for a grid with no image, e.g. no mistakes)."""
     imgs, preds, labels = _np(images), _np(preds).astype(int), _np(labels).astype(int)
     out = []
     for path, mask, what in ((path_correct, preds == labels, "correctly classified"),
@@ -234,7 +235,8 @@ def plot_correct_and_misclassified(images, preds, labels, path_correct, path_wro
             out.append(None)
             continue
         out.append(plot_predictions(imgs[idx], preds[idx], labels[idx], path, class_names,
-                                    ncols=len(idx), suptitle=f"{what} ({len(idx)})", mean=mean, std=std))
+                                    ncols=len(idx), suptitle=f"{what} ({len(idx)} of {int(mask.sum())})",
+                                    mean=mean, std=std))
     return tuple(out)
 
 
@@ -318,8 +320,10 @@ def plot_feature_maps(model, image, path_prefix, max_maps: int = 32, ncols: int 
 
 
 def plot_weight_histograms(model, path, bins: int = 50) -> str:
-    """Histograms of every parameter (weights and biases of every layer), one panel each."""
+    """Histograms of every parameter (weights and biases of every layer), one panel each, titled with the
+    layer's type and the parameter's name (``Conv2d 0.weight``)."""
     named = list(model.named_parameters())
+    layer = {path: type(m).__name__ for path, m in _named_modules(model)}
     if not named:
         raise ValueError(f"{type(model).__name__} has no parameters")
     rows, cols = _grid(len(named), 4)
@@ -336,7 +340,8 @@ def plot_weight_histograms(model, path, bins: int = 50) -> str:
             lo, hi = lo - 0.5, hi + 0.5
         counts, edges = np.histogram(v, bins=bins, range=(lo, hi))
         ax.stairs(counts, edges, fill=True, color="tab:orange" if name.endswith("bias") else "tab:blue")
-        ax.set_title(f"{name} {tuple(_np(p).shape)}\nmean {v.mean():.3g}, std {v.std():.3g}", fontsize=8)
+        owner = layer.get(name.rpartition(".")[0], type(model).__name__)
+        ax.set_title(f"{owner} {name} {tuple(_np(p).shape)}\nmean {v.mean():.3g}, std {v.std():.3g}", fontsize=8)
         ax.set_yticks([])  # counts: the shape is what matters
         ax.set_xticks([lo, 0.0, hi] if lo < 0 < hi else [lo, hi])
         ax.xaxis.set_major_formatter("{x:.2g}")

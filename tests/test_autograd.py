@@ -267,3 +267,130 @@ def test_post_accumulate_grad_hook_sees_the_complete_gradient_once_per_backward(
     assert len(seen) == 2
     with pytest.raises(RuntimeError, match="leaf"):
         (w * 2).register_post_accumulate_grad_hook(print)
+
+def test_tensor_copies_its_data_and_from_numpy_shares_it(device):
+    """As torch.tensor / torch.from_numpy: changing the array after the forward must not change the gradient."""
+    xp = mdl.get_array_module(mdl.zeros(1, device=device).data)
+    a = xp.asarray(np.array([1.0, 2.0], dtype=np.float32))
+    w = mdl.tensor(a, requires_grad=True)
+    y = (w * w).sum()
+    a += 10.0                                 # the caller's array changes; w must not
+    y.backward()
+    np.testing.assert_allclose(backend.to_numpy(w.grad.data), [2.0, 4.0])
+    np.testing.assert_allclose(w.numpy(), [1.0, 2.0])
+    assert mdl.tensor(w).data is not w.data   # from a Tensor too (torch.tensor copies it as well)
+    n = np.array([1.0, 2.0], dtype=np.float32)
+    shared = mdl.from_numpy(n)
+    n[0] = 7.0
+    assert shared.numpy()[0] == 7.0 and shared.dtype == np.float32
+    with pytest.raises(TypeError, match="expected a numpy.ndarray"):
+        mdl.from_numpy([1.0, 2.0])
+
+
+MODIFIED = "modified by an in-place operation"
+
+
+def test_inplace_change_of_a_saved_input_is_caught_at_backward_naming_op_and_tensor():
+    w = t([1.0, 2.0], requires_grad=True)
+    y = (w * w).sum()
+    assert w._version == 0
+    with mdl.no_grad():
+        w -= 1.0
+    assert w._version == 1
+    with pytest.raises(RuntimeError, match=MODIFIED) as e:
+        y.backward()
+    assert "mul" in str(e.value) and "float32 tensor of shape (2,)" in str(e.value)
+    assert "version 1; expected version 0" in str(e.value)
+    assert w.grad is None  # refused before any gradient was accumulated
+
+
+def test_inplace_change_of_a_saved_output_a_view_or_a_detached_alias_is_caught():
+    x = t([0.5, 1.0], requires_grad=True)
+    y = x.exp()                              # exp keeps its output for backward
+    with mdl.no_grad():
+        y *= 2.0
+    with pytest.raises(RuntimeError, match=f"{MODIFIED}.*output of exp"):
+        y.sum().backward()
+    w = t([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+    y = (w * w).sum()
+    with mdl.no_grad():
+        v = w.reshape(2, 2)                  # a view: it shares w's version counter, as in PyTorch
+        v += 1.0
+    with pytest.raises(RuntimeError, match=MODIFIED):
+        y.backward()
+    y = (w * w).sum()
+    d = w.detach()                           # shares w's memory and counter
+    d -= 1.0
+    with pytest.raises(RuntimeError, match=MODIFIED):
+        y.backward()
+    c = t([1.0, 2.0])                        # a constant that the product keeps for w's gradient
+    y = (w[:2] * c).sum()
+    c += 1.0
+    with pytest.raises(RuntimeError, match=f"{MODIFIED}.*input 1 of mul"):
+        y.backward()
+
+
+def test_inplace_changes_that_backward_does_not_read_stay_legal():
+    w = t([1.0, 2.0], requires_grad=True)
+    y = (w + 1.0).sum()                      # add keeps no input
+    with mdl.no_grad():
+        w -= 1.0
+    y.backward()
+    np.testing.assert_allclose(w.grad.numpy(), [1.0, 1.0])
+    y = (w * w).sum()
+    x = t([5.0, 5.0])
+    x += 1.0                                 # a tensor this graph never saw
+    y.backward()
+    np.testing.assert_allclose(w.grad.numpy(), [1.0, 1.0] + 2 * np.array([0.0, 1.0]))
+
+
+def test_optimizer_steps_after_backward_are_legal_and_count_as_inplace_changes():
+    from minidl import nn, optim
+    mdl.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, target = mdl.randn(5, 3), np.array([0, 1, 0, 1, 1])
+    w = model[2].weight
+    v0 = w._version
+    for _ in range(3):                       # the usual loop: forward, backward, step
+        loss = mdl.cross_entropy(model(x), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert w._version == v0 + 3
+    loss = mdl.cross_entropy(model(x), target)
+    loss.backward(retain_graph=True)
+    opt.step()                               # changes weights this graph still holds, as PyTorch refuses too
+    with pytest.raises(RuntimeError, match=MODIFIED):
+        loss.backward()
+    loss = mdl.cross_entropy(model(x), target)
+    model.load_state_dict(model.state_dict())  # loading writes into the parameters
+    with pytest.raises(RuntimeError, match=MODIFIED):
+        loss.backward()
+
+
+def test_saved_tensors_are_tracked_without_copies():
+    w = t([1.0, 2.0], requires_grad=True)
+    y = w * w
+    assert y._ctx.a is w.data and y._ctx.b is w.data
+
+
+def test_ops_that_keep_memory_in_other_ways_are_caught_too():
+    """However an op stores what it keeps (attributes, views, helper objects), an in-place change of that memory
+    is refused: conv keeps its input (a view) and its columns in a helper object, batch norm its input, max
+    pooling a padded copy of its input (so changing the input is harmless there) and its output."""
+    from minidl import nn
+    mdl.manual_seed(0)
+    for layer, change in ((nn.Conv2d(3, 4, 3), "input"), (nn.BatchNorm2d(3), "input"), (nn.MaxPool2d(2), "output")):
+        inp = mdl.randn(2, 3, 8, 8, requires_grad=True)
+        out = layer(inp)
+        with mdl.no_grad():
+            (inp if change == "input" else out).__iadd__(1.0)
+        with pytest.raises(RuntimeError, match=MODIFIED):
+            out.sum().backward()
+    inp = mdl.randn(2, 3, 8, 8, requires_grad=True)
+    out = nn.MaxPool2d(2)(inp)
+    with mdl.no_grad():
+        inp += 1.0                           # max pooling's backward reads its own copy: the gradient is right
+    out.sum().backward()
+    assert inp.grad.numpy().sum() == 2 * 3 * 4 * 4

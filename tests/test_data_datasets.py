@@ -246,3 +246,44 @@ def test_pickles_from_numpy1_and_python2_load(tmp_path, small_sizes):
     assert b"numpy.core.multiarray" in files["data_batch_1"]
     F.write_folder(str(tmp_path / "cifar-10-batches-py"), files)
     np.testing.assert_array_equal(CIFAR10(tmp_path).data, arrays["train"][0])
+
+
+class _Alloc:
+    """Pickles as a call of ``fn(*args)``: how a crafted file makes the unpickler build something large."""
+
+    def __init__(self, fn, *args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return self.fn, self.args
+
+
+def _bombs():
+    import struct
+    from numpy._core.multiarray import _reconstruct
+    big = bytes(100_000)
+    return {
+        # 47 bytes: PROTO 2, GLOBAL builtins bytearray, BININT 400_000_000, TUPLE1, REDUCE, STOP
+        "bytearray(400_000_000)": b"\x80\x02cbuiltins\nbytearray\nJ" + struct.pack("<i", 400_000_000) + b"\x85R.",
+        "uninitialised array": pickle.dumps(_Alloc(_reconstruct, np.ndarray, (400_000_000,), b"b"), protocol=2),
+        "array called directly": pickle.dumps(_Alloc(np.ndarray, (400_000_000,)), protocol=2),
+        "one string copied 200 times": pickle.dumps([_Alloc(bytearray, big) for _ in range(200)], protocol=3),
+        "reconstructor of an array": pickle.dumps(_Alloc(__import__("copyreg")._reconstructor, np.ndarray, np.ndarray,
+                                                         (400_000_000,)), protocol=2),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_bombs()))
+def test_the_dataset_unpickler_builds_no_more_than_the_file_holds(case):
+    import tracemalloc
+    from minidl.data.cifar import load_pickle
+    blob = _bombs()[case]
+    assert len(blob) < 1_000_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(DatasetFormatError, match=r"where\.pkl.*(more than|refusing)"):
+            load_pickle(blob, "where.pkl")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * len(blob) + 2_000_000, f"{peak} bytes allocated for a {len(blob)}-byte file"

@@ -144,6 +144,42 @@ def test_plain_map_style_dataset():
     assert xs[0].shape == (2, 1, 2, 2) and float(xs[2].numpy()[0, 0, 0, 0]) == 4
 
 
+def test_timeout_as_pytorch():
+    """timeout > 0: how long to wait for a batch from the worker threads, then RuntimeError (PyTorch's words);
+    the value is checked: >= 0, and only with workers (PyTorch refuses it without, at iteration)."""
+    import threading
+    release = threading.Event()
+
+    class Slow:
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, i):
+            if i == 4:
+                release.wait(60)             # held until the test has seen the timeout
+            return np.full((1, 2, 2), i, np.float32), i
+
+    loader = DataLoader(Slow(), batch_size=2, num_workers=1, timeout=0.2)
+    got = []
+    try:
+        with pytest.raises(RuntimeError, match=r"DataLoader timed out after 0\.2 seconds"):
+            for _, y in loader:
+                got.append(y.numpy().tolist())
+        assert got == [[0, 1], [2, 3]] and not release.is_set()
+    finally:
+        release.set()
+    release.set()
+    assert [y.numpy().tolist() for _, y in loader] == [[0, 1], [2, 3], [4, 5]]  # fast enough: as without
+    ds = _dataset()
+    with pytest.raises(ValueError, match="timeout option should be non-negative"):
+        DataLoader(ds, num_workers=2, timeout=-1)
+    with pytest.raises(ValueError, match="timeout.*num_workers > 0"):
+        DataLoader(ds, timeout=5)
+    with pytest.raises(TypeError, match="timeout"):
+        DataLoader(ds, num_workers=2, timeout="5")
+    assert DataLoader(ds, timeout=0).timeout == 0
+
+
 # ---------------------------------------------------------------- splits
 def test_first_last_split():
     ds = _dataset(n=50)

@@ -157,7 +157,7 @@ def test_cli_missing_data_is_a_clear_error(tmp_path, capsys):
               "--no-download"])
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert "MNIST train files not found" in err and "--smoke --synthetic" in err
+    assert "MNIST not found" in err and "--smoke --synthetic" in err
 
 
 def test_cli_downloads_missing_data_by_default_and_says_where_to_put_it_when_that_fails(tmp_path, capsys,
@@ -171,3 +171,125 @@ def test_cli_downloads_missing_data_by_default_and_says_where_to_put_it_when_tha
     assert "could not download train-images-idx3-ubyte.gz" in err and "127.0.0.1:9/mnist/" in err
     assert "put the official files" in err
     assert not any(p.name.endswith(".gz") for p in (tmp_path / "none").rglob("*"))  # nothing half-written
+
+
+def test_run_files_hold_valid_json_whatever_the_numbers(tmp_path):
+    from experiments.runner import _json
+    _json(tmp_path / "metrics.json", {"test_loss": float("nan"), "best": float("inf"), "list": [1.0, float("-inf")]})
+
+    def refuse(name):
+        raise ValueError(f"bare {name}")
+    assert json.load(open(tmp_path / "metrics.json"), parse_constant=refuse) == {
+        "test_loss": None, "best": None, "list": [1.0, None]}
+
+
+def _snapshot(d):
+    return {f: (d / f).read_bytes() for f in sorted(os.listdir(d))}
+
+
+def test_cli_resume_refuses_a_changed_configuration_and_says_when_it_extends_the_epochs(tmp_path, capsys):
+    common = ["run", "mnist-mlp", "--synthetic", "--quiet", "--out", str(tmp_path)]
+    assert main(common + ["--limit", "64", "--epochs", "1", "--seed", "1"]) == 0
+    d = tmp_path / "mnist-mlp"
+    before = _snapshot(d)
+    capsys.readouterr()
+    for changed, said in ((["--limit", "64", "--seed", "2"], "seed 1 -> 2"),
+                          (["--limit", "96", "--seed", "1"], "limit 64 -> 96")):
+        with pytest.raises(SystemExit) as e:
+            main(common + changed + ["--epochs", "1", "--resume"])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert said in err and "--resume" in err and len(err.strip().splitlines()) == 1, err
+        assert _snapshot(d) == before, "a refused resume changed the run's folder"
+    same = common + ["--limit", "64", "--seed", "1", "--resume"]
+    assert main(same + ["--epochs", "2"]) == 0
+    assert "extending the run from 1 to 2 epochs" in capsys.readouterr().out
+    assert json.load(open(d / "metrics.json"))["epochs"] == 2 and json.load(open(d / "config.json"))["epochs"] == 2
+    with pytest.raises(SystemExit) as e:                     # fewer epochs than the checkpoint holds
+        main(same + ["--epochs", "1"])
+    assert e.value.code == 2 and "already at epoch 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad,flag", [(["--epochs", "0"], "--epochs"), (["--epochs", "-3"], "--epochs"),
+                                      (["--limit", "-5"], "--limit"), (["--limit", "0"], "--limit"),
+                                      (["--device", "gpu"], "--device"), (["--workers", "-2"], "--workers"),
+                                      (["--seed", "-1"], "--seed")])
+def test_cli_refuses_bad_values_before_writing_anything(tmp_path, capsys, bad, flag):
+    common = ["run", "mnist-mlp", "--synthetic", "--quiet", "--limit", "64", "--out", str(tmp_path)]
+    assert main(common + ["--epochs", "1"]) == 0
+    d = tmp_path / "mnist-mlp"
+    before = _snapshot(d)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(common + ["--epochs", "1"] + bad)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and flag in err and "Traceback" not in err, err
+    assert _snapshot(d) == before, "a refused command changed the earlier run's folder"
+
+
+@pytest.mark.skipif(__import__("minidl").backend.is_cuda_available(), reason="needs a machine without a usable GPU")
+def test_cli_device_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["run", "mnist-mlp", "--synthetic", "--quiet", "--out", str(tmp_path), "--device", "cuda"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and "--device cuda" in err and "CuPy" in err
+    assert not os.listdir(tmp_path)
+
+
+def test_a_fresh_run_leaves_nothing_of_the_earlier_one(tmp_path):
+    """Files that only some runs write (misclassified.png, feature maps, ...) do not survive into the next run."""
+    common = ["run", "mnist-mlp", "--synthetic", "--quiet", "--limit", "64", "--out", str(tmp_path)]
+    assert main(common + ["--epochs", "1"]) == 0
+    d = tmp_path / "mnist-mlp"
+    (d / "feature_maps_conv1.png").write_bytes((d / "curves.png").read_bytes())  # as an earlier CNN run left
+    (d / "notes.txt").write_text("the user's own file")
+    assert main(common + ["--epochs", "1", "--seed", "3"]) == 0
+    assert not (d / "feature_maps_conv1.png").exists() and (d / "notes.txt").exists()
+    m = json.load(open(d / "metrics.json"))
+    assert "feature_maps_conv1.png" not in m["plots"] and "feature_maps_conv1.png" not in open(d / "report.md").read()
+
+
+def test_cli_offline_without_data_names_every_missing_file_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "runs"
+    with pytest.raises(SystemExit) as e:
+        main(["run", "mnist-cnn", "--data-dir", str(tmp_path / "none"), "--out", str(out), "--quiet",
+              "--no-download"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    for f in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        assert f in err, f
+    assert "MINIDL_DATA" in err and "--data-dir" in err and "without --no-download" in err
+    assert "download=True" not in err
+    assert not out.exists() or not os.listdir(out), "a failed run left a folder behind"
+
+
+def test_a_run_with_other_epochs_says_the_epochs_it_ran(tmp_path, monkeypatch):
+    from experiments import runner
+    titles = []
+    plot_history = runner.viz.plot_history
+    monkeypatch.setattr(runner.viz, "plot_history", lambda h, p, title=None: titles.append(title) or
+                        plot_history(h, p, title=title))
+    assert "5 epochs" in registry.get("mnist-cnn").title
+    run("mnist-cnn", epochs=1, limit=64, source="synthetic", out=tmp_path, progress=False)
+    report = open(tmp_path / "mnist-cnn" / "report.md").read()
+    heading = report.splitlines()[0]
+    assert "1 epoch" in heading and "5 epochs" not in heading and "5 epochs" not in titles[0]
+    assert "1 epoch" in titles[0] and "registered for 5 epochs" in report
+
+
+def test_predictions_grid_has_a_title_and_is_not_the_correct_grid_again(tmp_path, monkeypatch):
+    import numpy as np
+    from experiments import runner
+    calls = {}
+    plot = runner.viz.plot_predictions
+
+    def record(images, preds, labels, path, *args, suptitle=None, **kw):
+        calls[os.path.basename(path)] = (np.asarray(images), suptitle)
+        return plot(images, preds, labels, path, *args, suptitle=suptitle, **kw)
+    monkeypatch.setattr(runner.viz, "plot_predictions", record)
+    run("mnist-cnn", epochs=1, limit=256, source="synthetic", out=tmp_path, progress=False)
+    shown, title = calls["predictions.png"]
+    assert title and f"{len(shown)} random test images" in title and "wrong" in title
+    correct, _ = calls["correct.png"]
+    assert not np.array_equal(shown[:len(correct)], correct), "predictions.png repeats correct.png"

@@ -204,6 +204,37 @@ def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path, monkeypatch):
     assert path.read_bytes() == before and os.listdir(tmp_path) == ["c.npz"]
 
 
+def test_leftovers_of_a_killed_save_are_removed_by_the_next_save(tmp_path):
+    """A save killed mid-write (kill -9) leaves its temporary file; the next save of that checkpoint removes it,
+    and leaves alone other checkpoints' files and a save still being written (it holds a lock on its file)."""
+    import fcntl
+    import subprocess
+    import sys
+    killed = ("import os, signal, numpy as np\n"
+              "from minidl.io import save_checkpoint\n"
+              "def half(f, **arrays):\n"
+              "    f.write(b'PK' + bytes(100_000)); f.flush(); os.kill(os.getpid(), signal.SIGKILL)\n"
+              "np.savez = half\n"
+              f"save_checkpoint({str(tmp_path / 'c.npz')!r}, epoch=1)\n")
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-c", killed], cwd=os.path.dirname(os.path.dirname(__file__)),
+                           timeout=60)
+        assert r.returncode == -9
+    left = [f for f in os.listdir(tmp_path) if f.startswith(".c.npz.")]
+    assert len(left) == 1 and left[0].endswith(".tmp")  # the second save removed the first one's leftover
+    (tmp_path / ".other.npz.x1y2z3ab.tmp").write_bytes(b"another checkpoint's")
+    (tmp_path / ".c.npz.notes").write_bytes(b"not a temporary file")
+    live = tmp_path / ".c.npz.live1234.tmp"
+    with open(live, "wb") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)                 # as a save in progress holds its file
+        save_checkpoint(tmp_path / "c.npz", epoch=2)
+        assert sorted(os.listdir(tmp_path)) == [".c.npz.live1234.tmp", ".c.npz.notes", ".other.npz.x1y2z3ab.tmp",
+                                                "c.npz"]
+    assert load_checkpoint(tmp_path / "c.npz")["epoch"] == 2
+    save_checkpoint(tmp_path / "c.npz", epoch=3)      # the lock is gone: a leftover now
+    assert sorted(os.listdir(tmp_path)) == [".c.npz.notes", ".other.npz.x1y2z3ab.tmp", "c.npz"]
+
+
 def test_file_is_plain_npz_with_json_metadata(tmp_path):
     model, opt, sched = make()
     save_checkpoint(tmp_path / "c.npz", model, opt, sched, epoch=2)
@@ -300,6 +331,123 @@ def test_foreign_files_raise_clear_errors(tmp_path):
         load_checkpoint(tmp_path / "missing.npz")
 
 
+
+
+# ---------------------------------------------------------------- all or nothing
+def snapshot(model, opt, sched):
+    """Everything load_checkpoint may change, as plain bytes and JSON."""
+    enc = lambda v: backend.to_numpy(v.data if isinstance(v, mdl.Tensor) else v).tobytes() \
+        if isinstance(v, mdl.Tensor) or backend.is_array(v) else repr(v)
+    sd = opt.state_dict()
+    return ({k: enc(v) for k, v in model.state_dict().items()},
+            {i: {k: enc(v) for k, v in s.items()} for i, s in sd["state"].items()}, repr(sd["param_groups"]),
+            repr(sched.state_dict()), repr(backend.get_rng_state()), repr(np.random.get_state(legacy=False)))
+
+
+def rewrite_meta(src, dst, change):
+    """Copy checkpoint ``src`` to ``dst`` with ``change(meta)`` applied to its JSON metadata."""
+    with np.load(src, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays.pop("__meta__").tobytes().decode())
+    change(meta)
+    np.savez(dst, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+    return dst
+
+
+def test_a_mismatched_optimizer_leaves_the_model_untouched(tmp_path):
+    model, opt, sched = make(seed=0, opt_cls=SGD)
+    train_steps(model, opt, sched, 2)
+    save_checkpoint(tmp_path / "sgd.npz", model, opt, sched, epoch=2)
+    other, adam, adam_sched = make(seed=1, opt_cls=Adam)
+    train_steps(other, adam, adam_sched, 1)
+    before = snapshot(other, adam, adam_sched)
+    with pytest.raises(CheckpointError, match=r"sgd\.npz.*optimizer") as e:
+        load_checkpoint(tmp_path / "sgd.npz", other, adam, adam_sched)
+    assert "momentum" in str(e.value)
+    assert snapshot(other, adam, adam_sched) == before, "a failed load changed the model, optimizer or RNG"
+    one_group = SGD(other.parameters(), lr=0.1)   # one group where the checkpoint has two
+    with pytest.raises(CheckpointError, match="parameter groups"):
+        load_checkpoint(tmp_path / "sgd.npz", other, one_group)
+    assert snapshot(other, adam, adam_sched) == before
+
+
+def test_a_model_mismatch_is_a_checkpoint_error_and_still_pytorchs_runtime_error(tmp_path):
+    save_checkpoint(tmp_path / "c.npz", linear(seed=1))
+    no_bias = linear(seed=2, bias=False)
+    with pytest.raises(CheckpointError, match=r"(?s)c\.npz.*Unexpected key") as e:
+        load_checkpoint(tmp_path / "c.npz", no_bias)
+    assert isinstance(e.value, RuntimeError)
+
+
+def _flag_bits(data, bit):
+    """The zip with general-purpose flag bit ``bit`` set in every local and central header."""
+    d = bytearray(data)
+    for sig, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        i = d.find(sig)
+        while i >= 0:
+            d[i + offset] |= 1 << bit
+            i = d.find(sig, i + 4)
+    return bytes(d)
+
+
+@pytest.mark.parametrize("bit", [0, 5, 6])
+def test_zip_flag_bits_raise_a_checkpoint_error(good_file, tmp_path, bit):
+    bad = tmp_path / "flags.npz"
+    bad.write_bytes(_flag_bits(good_file.read_bytes(), bit))
+    model, opt, sched = make(seed=3)
+    before = snapshot(model, opt, sched)
+    with pytest.raises(CheckpointError, match="flags.npz"):
+        load_checkpoint(bad, model, opt, sched)
+    assert snapshot(model, opt, sched) == before
+
+
+def test_deeply_nested_metadata_raises_a_checkpoint_error(tmp_path):
+    meta = '{"format": "minidl-checkpoint", "version": 1, "extra": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    np.savez(tmp_path / "deep.npz", __meta__=np.frombuffer(meta.encode(), np.uint8))
+    with pytest.raises(CheckpointError, match="deep.npz"):
+        load_checkpoint(tmp_path / "deep.npz")
+    for depth in (990, 1500, 5000):   # around the depths where json, then the decoding of markers, give up
+        meta = ('{"format": "minidl-checkpoint", "version": 1, "extra": ' + '{"__tuple__": [' * depth + "1"
+                + "]}" * depth + "}")
+        np.savez(tmp_path / "deep2.npz", __meta__=np.frombuffer(meta.encode(), np.uint8))
+        try:
+            ckpt = load_checkpoint(tmp_path / "deep2.npz")
+        except CheckpointError as e:
+            assert "deep2.npz" in str(e)
+        else:
+            assert isinstance(ckpt["extra"], tuple)
+
+
+CRAFTED = {
+    "rng a string": lambda m: m.update(rng="x"),
+    "rng of ints": lambda m: m.update(rng={"minidl": 5, "numpy": 3}),
+    "bad bit generator": lambda m: m["rng"]["minidl"].update(bit_generator=5),
+    "bad numpy state": lambda m: m["rng"].update(numpy={"bit_generator": "MT19937", "state": 5}),
+    "model a list": lambda m: m.update(model=[1, 2]),
+    "model of numbers": lambda m: m["model"].update(weight=3),
+    "optimizer state a list": lambda m: m["optimizer"].update(state=[1]),
+    "optimizer params not ints": lambda m: m["optimizer"]["param_groups"][0].update(params=["a"]),
+    "optimizer lr a string": lambda m: m["optimizer"]["param_groups"][1].update(lr="fast"),
+    "optimizer group not a dict": lambda m: m["optimizer"]["param_groups"].__setitem__(0, 7),
+    "scheduler another kind": lambda m: m.update(scheduler={"last_epoch": 1, "step_size": 3}),
+    "scheduler a number": lambda m: m.update(scheduler=4),
+    "epoch a dict": lambda m: m.update(epoch={"a": 1}),
+    "momentum of another shape": lambda m: m["optimizer"]["state"]["__items__"][0][1].update(
+        exp_avg={"__array__": m["optimizer"]["state"]["__items__"][1][1]["exp_avg"]["__array__"]}),
+}
+
+
+@pytest.mark.parametrize("case", list(CRAFTED))
+def test_crafted_metadata_raises_a_checkpoint_error_and_changes_nothing(good_file, tmp_path, case):
+    bad = rewrite_meta(good_file, tmp_path / "crafted.npz", CRAFTED[case])
+    model, opt, sched = make(seed=3)
+    train_steps(model, opt, sched, 1)
+    before = snapshot(model, opt, sched)
+    with pytest.raises(CheckpointError, match="crafted.npz"):
+        load_checkpoint(bad, model, opt, sched)
+    assert snapshot(model, opt, sched) == before, "a failed load changed something"
+
+
 # ---------------------------------------------------------------- a network with buffers
 def make_net(seed, device="cpu"):
     mdl.manual_seed(seed)
@@ -340,3 +488,15 @@ def test_nn_model_round_trip_and_resume(tmp_path, device):
     net3 = nn.Sequential(nn.Linear(3, 8), nn.Linear(8, 2))
     with pytest.raises(RuntimeError, match="Missing key|Unexpected key"):
         load_checkpoint(tmp_path / "net.npz", net3)
+
+
+def test_a_checkpoint_from_before_a_setting_existed_still_loads(good_file, tmp_path):
+    """A group that only lacks a setting (an older minidl's Adam without decoupled_weight_decay) takes the
+    optimizer's current value, as PyTorch's __setstate__ defaults do; lacking and foreign ones is another kind."""
+    def drop(m):
+        for g in m["optimizer"]["param_groups"]:
+            del g["decoupled_weight_decay"]
+    old = rewrite_meta(good_file, tmp_path / "old.npz", drop)
+    model, opt, sched = make(seed=3)
+    load_checkpoint(old, model, opt, sched)
+    assert all(g["decoupled_weight_decay"] is False for g in opt.param_groups)

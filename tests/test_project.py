@@ -84,3 +84,28 @@ def test_imports_go_one_way_down_readmes_layout_table():
                     if target.startswith("minidl.") and rank(target) > rank(module):
                         upward.append((module, target))
     assert upward == [("minidl.autograd", "minidl.ops")], upward
+
+def _section(title):
+    text = open(os.path.join(ROOT, "README.md")).read()
+    return re.search(rf"^## {title}\n(.*?)(?=^## )", text, re.S | re.M).group(1)
+
+
+def test_readme_data_section_tells_a_clone_how_to_get_each_dataset():
+    """Every dataset's official source as the code fetches it, and the two ways to point at files put by hand;
+    the workplace's ../shared only as a side note that says a clone lacks it."""
+    from minidl.data import CIFAR10, CIFAR100, MNIST, FashionMNIST
+    data = _section("Data")
+    for url in MNIST.mirrors + FashionMNIST.mirrors + [CIFAR10.url, CIFAR100.url]:
+        assert url in data, url
+    for name in MNIST.resources + FashionMNIST.resources:
+        assert name[0][:-3] in data
+    for words in ("MINIDL_DATA", "--data-dir", "--no-download", "cifar-10-batches-py", "cifar-100-python"):
+        assert words in data, words
+    for paragraph in data.split("\n\n"):
+        if "../shared" in paragraph:
+            assert "a clone\nhas no `../shared`" in paragraph or "a clone has no `../shared`" in paragraph
+
+
+def test_readme_says_what_the_results_wall_times_measure():
+    results = _section("Results")
+    assert "wall_time_s" in results and "not a speed figure" in results

@@ -203,3 +203,87 @@ def test_resume_with_dataloader_and_augmentation():
     a, b = weights(full.model), weights(resumed.model)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def _strict_json(path):
+    def refuse(name):
+        raise ValueError(f"{path} holds a bare {name}: not JSON")
+    with open(path) as f:
+        return json.load(f, parse_constant=refuse)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_an_update_that_overflows_stops_before_any_checkpoint_is_written(tmp_path):
+    """Epoch 2's one step has a finite loss but an lr that sends the weights to inf: the run stops naming
+    the epoch and the parameters, and the folder still holds epoch 1's checkpoints and history."""
+    from minidl.io import load_checkpoint
+    from minidl.optim import lr_scheduler as S
+    mdl.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 3))
+    opt = optim.SGD(model.parameters(), lr=0.05)
+    sched = S.MultiStepLR(opt, milestones=[1], gamma=1e40)    # lr 5e38 in epoch 2: beyond float32
+    x, y = blobs()
+    train = ShuffleLoader(x[:200], y[:200], 200)               # one step per epoch
+    val = ShuffleLoader(x[200:], y[200:], 64, shuffle=False)
+    with pytest.raises(FloatingPointError, match=r"epoch 2.*0\.weight") as e:
+        fit(model, opt, train, 3, val_loader=val, scheduler=sched, out_dir=tmp_path, progress=False)
+    assert "not written" in str(e.value)
+    history = _strict_json(tmp_path / "history.json")
+    assert [r["epoch"] for r in history] == [1]
+    for name in ("last.ckpt", "best.ckpt"):
+        ckpt = load_checkpoint(tmp_path / name, restore_rng=False)
+        assert ckpt["epoch"] == 1
+        assert all(np.isfinite(t.numpy()).all() for t in ckpt["model"].values())
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_non_finite_validation_loss_stops_the_run(tmp_path):
+    model, opt, train, val = make()
+    val.x = val.x.copy()
+    val.x[3] = np.nan
+    with pytest.raises(FloatingPointError, match=r"validation loss.*nan.*epoch 1"):
+        fit(model, opt, train, 2, val_loader=val, out_dir=tmp_path, progress=False)
+    assert not (tmp_path / "last.ckpt").exists() and not (tmp_path / "best.ckpt").exists()
+
+
+def test_history_json_is_always_valid_json(tmp_path):
+    from minidl.train import save_history
+    rows = [{"epoch": 1, "train_loss": 0.5, "train_acc": None, "val_loss": float("nan"), "val_acc": float("inf"),
+             "lr": 0.1, "time_s": 1.0}]
+    save_history(rows, tmp_path)
+    back = _strict_json(tmp_path / "history.json")
+    assert back[0]["val_loss"] is None and back[0]["val_acc"] is None and back[0]["train_loss"] == 0.5
+
+
+@pytest.mark.parametrize("change", ["history a number", "best_epoch a string", "loader state garbage", "epoch < 0"])
+def test_resuming_a_crafted_checkpoint_changes_nothing(tmp_path, change):
+    from minidl.data import ArrayDataset, DataLoader
+    from minidl.io import CheckpointError, load_checkpoint, save_checkpoint
+
+    def trainer(seed):
+        mdl.manual_seed(seed)
+        rng = np.random.default_rng(0)
+        ds = ArrayDataset(rng.integers(0, 256, (32, 1, 4, 4), dtype=np.uint8), rng.integers(0, 3, 32))
+        model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+        return Trainer(model, optim.SGD(model.parameters(), lr=0.1), DataLoader(ds, batch_size=8, shuffle=True,
+                                                                                seed=seed), progress=False)
+    done = trainer(0)
+    done.fit(1)
+    path = done.save_checkpoint(tmp_path / "last.ckpt")
+    ckpt = load_checkpoint(path, restore_rng=False)
+    extra = ckpt["extra"]
+    if change == "history a number":
+        extra["history"] = 5
+    elif change == "best_epoch a string":
+        extra["best_epoch"] = "one"
+    elif change == "loader state garbage":
+        extra["train_loader"] = {"generator": {"bit_generator": "PCG64", "state": 3}}
+    save_checkpoint(tmp_path / "crafted.ckpt", done.model, done.optimizer, epoch=-1 if change == "epoch < 0" else 1,
+                    extra=extra)
+    fresh = trainer(1)
+    before = {k: v.numpy().copy() for k, v in fresh.model.state_dict().items()}
+    loader_state = copy.deepcopy(fresh.train_loader.generator.bit_generator.state)
+    with pytest.raises(CheckpointError, match="crafted.ckpt"):
+        fresh.resume(tmp_path / "crafted.ckpt")
+    assert all(np.array_equal(v.numpy(), before[k]) for k, v in fresh.model.state_dict().items())
+    assert fresh.train_loader.generator.bit_generator.state == loader_state and fresh.epoch == 0

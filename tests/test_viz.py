@@ -89,3 +89,38 @@ def test_feature_maps_and_weight_histograms(tmp_path):
     out = model(mdl.tensor(img[None]))  # the wrapped forwards are gone: the model still works
     assert out.shape == (1, 10)
     assert_png(viz.plot_weight_histograms(model, tmp_path / "weights.png"))
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The Figures that viz saves, kept for their texts."""
+    kept = []
+    save = viz._save
+
+    def keep(fig, path, tight=True):
+        kept.append(fig)
+        return save(fig, path, tight)
+    monkeypatch.setattr(viz, "_save", keep)
+    return kept
+
+
+def _texts(fig):
+    sup = fig._suptitle.get_text() if fig._suptitle is not None else ""
+    return sup, [ax.get_title() for ax in fig.axes]
+
+
+def test_grid_titles_say_how_many_of_how_many(tmp_path, figures):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 400)
+    preds = labels.copy()
+    preds[:164] = (labels[:164] + 1) % 10            # 164 mistakes, 236 right
+    images = rng.random((400, 1, 8, 8)).astype(np.float32)
+    viz.plot_correct_and_misclassified(images, preds, labels, tmp_path / "ok.png", tmp_path / "bad.png", n=5)
+    assert [_texts(f)[0] for f in figures] == ["correctly classified (5 of 236)", "misclassified (5 of 164)"]
+
+
+def test_weight_histograms_name_the_layer(tmp_path, figures):
+    viz.plot_weight_histograms(_small_cnn(), tmp_path / "weights.png")
+    titles = [t.split("\n")[0] for t in _texts(figures[0])[1] if t]
+    assert titles[:2] == ["Conv2d 0.weight (4, 1, 3, 3)", "Conv2d 0.bias (4,)"]
+    assert "Linear 6.weight (10, 54)" in titles

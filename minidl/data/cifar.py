@@ -5,8 +5,9 @@ Format (Krizhevsky 2009): each batch file is a pickled dict with ``data`` (uint8
 CIFAR-10; ``fine_labels`` and ``coarse_labels`` for CIFAR-100); the meta file holds the class
 names.  ``data.reshape(N, 3, 32, 32)`` is NCHW with no copy; ``.data`` shows it as (N, 32, 32, 3)
 like torchvision.  Pickles are read with an unpickler that only allows the NumPy array
-reconstructors (a dataset file cannot run code), and every key, dtype, shape, label range and
-count is checked; a bad file raises DatasetFormatError naming it.
+reconstructors (a dataset file cannot run code) and lets a file build no more bytes than it holds,
+and every key, dtype, shape, label range and count is checked; a bad file raises DatasetFormatError
+naming it.
 
 Lookup order: ``ROOT/cifar-10-batches-py/`` (``ROOT/cifar-100-python/``), then the archive
 ``ROOT/cifar-10-python.tar.gz`` (``ROOT/cifar-100-python.tar.gz``), then ``download=True``
@@ -15,6 +16,8 @@ such as the JPEG re-encoding in shared/datasets load as long as their format is 
 """
 from __future__ import annotations
 
+import codecs
+import copyreg
 import io
 import os
 import pickle
@@ -33,28 +36,98 @@ _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy._core.multiarray",
             # generic reconstruction of plain objects (any class it names still has to pass this list)
             ("copyreg", "_reconstructor"), ("copy_reg", "_reconstructor"), ("builtins", "object"),
             ("__builtin__", "object")}
+_SLACK = 1 << 20  # bytes a file may build beyond its own size (dtypes, small headers)
+
+
+class _ArrayType:
+    """What a pickle gets for ``numpy.ndarray``: a name that only ``_reconstruct`` turns into the class, so that
+    the file cannot call ``ndarray(shape)`` or ``ndarray.__new__`` to allocate an array of any size."""
+
+    def __new__(cls, *args, **kwargs):
+        raise pickle.UnpicklingError("refusing to call numpy.ndarray: an array of any size, not one the file holds")
+
+
+def _nbytes(shape, dtype) -> int:
+    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+
+
+def _text_bytes(value) -> int:
+    return len(value) * (1 if isinstance(value, (bytes, bytearray, memoryview)) else 4)
 
 
 class _SafeUnpickler(pickle.Unpickler):
-    """Only NumPy arrays, dtypes and builtin containers: a dataset file cannot import arbitrary code."""
+    """Only NumPy arrays, dtypes and builtin containers: a dataset file cannot import arbitrary code, and what it
+    builds (arrays, byte strings) may not add up to more than the file's size (plus ``_SLACK``): 47 bytes asking
+    for ``bytearray(400_000_000)`` are refused before anything is allocated."""
+
+    def __init__(self, file, budget: int, **kwargs):
+        super().__init__(file, **kwargs)
+        self.budget, self.size = budget, budget - _SLACK
 
     def find_class(self, module, name):
         if module.startswith("numpy.core."):  # pickles written by NumPy 1.x
             module = "numpy._core." + module[len("numpy.core."):]
         if (module, name) not in _ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}: not an array type")
+        if (module, name) == ("numpy", "ndarray"):
+            return _ArrayType
+        if name == "_reconstruct":
+            return self._bounded(self._reconstruct, lambda cls, shape, dtype: _nbytes(shape, dtype), name)
+        if name == "_reconstructor":
+            return self._reconstructor
+        if name == "bytearray":
+            return self._bounded(bytearray, self._bytearray_size, name)
+        if name == "encode":
+            return self._bounded(codecs.encode, lambda value, *args: _text_bytes(value), "encode")
+        if name == "scalar":
+            return self._bounded(np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar,
+                                 lambda dtype, *args: np.dtype(dtype).itemsize, name)
         if module.startswith("numpy._core.") and not hasattr(np, "_core"):  # NumPy < 2
             module = "numpy.core." + module[len("numpy._core."):]
-        return super().find_class(module, name)
+        return super().find_class(module, name)  # dtype, _frombuffer (a view of bytes already built), object
+
+    def _bounded(self, build, size_of, what):
+        def call(*args):
+            n = size_of(*args)
+            if n > self.budget:
+                raise pickle.UnpicklingError(f"refusing to build {what} of {n:,} bytes: more than a file of "
+                                             f"{self.size:,} bytes can hold")
+            self.budget -= n
+            return build(*args)
+        return call
+
+    @staticmethod
+    def _reconstruct(cls, shape, dtype):
+        if cls is not _ArrayType:
+            raise pickle.UnpicklingError(f"refusing to reconstruct a {getattr(cls, '__name__', cls)}: not an array")
+        multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+        return multiarray._reconstruct(np.ndarray, shape, dtype)
+
+    @staticmethod
+    def _reconstructor(cls, base, state):
+        if base is not object:  # e.g. base ndarray or bytearray would allocate whatever ``state`` says
+            raise pickle.UnpicklingError(f"refusing to reconstruct from a {getattr(base, '__name__', base)}")
+        return copyreg._reconstructor(cls, base, state)
+
+    @staticmethod
+    def _bytearray_size(value=b"", *args) -> int:
+        if isinstance(value, int):
+            return value
+        if isinstance(value, (str, bytes, bytearray, memoryview)):
+            return _text_bytes(value)
+        if hasattr(value, "__len__"):
+            return len(value)
+        raise pickle.UnpicklingError(f"refusing to build a bytearray from a {type(value).__name__}")
 
 
 def load_pickle(blob: bytes, where: str) -> dict:
     """Unpickle a CIFAR file (Python 2 or 3 pickles) into a dict with str keys."""
     try:
-        obj = _SafeUnpickler(io.BytesIO(blob), encoding="latin1").load()
+        obj = _SafeUnpickler(io.BytesIO(blob), len(blob) + _SLACK, encoding="latin1").load()
     except Exception as e:  # truncated files raise EOFError, UnpicklingError, ValueError, ...
-        raise DatasetFormatError(f"{where}: cannot unpickle ({type(e).__name__}: {e}); "
-                                 "the file is truncated or corrupted") from e
+        refused = isinstance(e, pickle.UnpicklingError) and str(e).startswith("refusing")
+        raise DatasetFormatError(f"{where}: cannot unpickle ({type(e).__name__}: {e})"
+                                 + ("" if refused else "; the file is truncated or corrupted")) from e
     if not isinstance(obj, dict):
         raise DatasetFormatError(f"{where}: expected a pickled dict, got {type(obj).__name__}")
     return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
@@ -109,7 +182,8 @@ class CIFAR10(ArrayDataset):
                 f"{type(self).__name__} {self.split} files not found: missing {', '.join(missing)} in {folder}, and no "
                 f"archive {archive}. Put the official python-version files ({', '.join(files)}) in {folder} or the "
                 f"archive {self.filename} in {self.root}, set MINIDL_DATA to the folder that holds them, or pass "
-                f"download=True.")
+                f"download=True.", dataset=type(self).__name__, missing=missing, folder=folder,
+                alternative=f"the archive {self.filename} in {self.root}")
         images, labels, meta = self._parse(blobs, files)
         self._set_labels(labels, meta)
         super().__init__(images, self.targets, transform, target_transform)

@@ -26,7 +26,13 @@ USER_AGENT = "minidl/0.1 (+https://github.com/; dataset downloader)"
 
 
 class DatasetNotFoundError(FileNotFoundError):
-    """The files of a dataset are not on disk (and no download was asked for)."""
+    """The files of a dataset are not on disk (and no download was asked for).  Besides the message, it says
+    what is missing for a caller to word its own advice: ``dataset`` (its name), ``missing`` (file names),
+    ``folder`` (where they go) and ``alternative`` (another way to provide them, or None)."""
+
+    def __init__(self, message, dataset=None, missing=(), folder=None, alternative=None):
+        super().__init__(message)
+        self.dataset, self.missing, self.folder, self.alternative = dataset, list(missing), folder, alternative
 
 
 class DatasetFormatError(ValueError):

@@ -13,11 +13,16 @@ generator seeded by (epoch seed, i).  The batches are therefore identical whatev
 
 ``num_workers`` > 0 prepares batches in that many background *threads* (NumPy and CuPy release
 the GIL in copies and ufuncs), keeping up to ``num_workers * prefetch_factor`` batches ready.
+``timeout`` > 0 (seconds, as PyTorch's) bounds the wait for each batch from them; past it, iteration
+raises RuntimeError and the late batch's thread is left to finish on its own (a thread cannot be stopped).
 """
 from __future__ import annotations
 
 import collections
+import math
+import numbers
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 
 import numpy as np
 
@@ -32,14 +37,15 @@ class DataLoader:
     """Iterate over ``dataset`` in batches of ``(images Tensor, labels int64 Tensor)``.
 
     Arguments (PyTorch's names): ``batch_size=1``, ``shuffle=False``, ``sampler``, ``batch_sampler``,
-    ``num_workers=0`` (threads here), ``drop_last=False``, ``prefetch_factor=2``, ``generator``;
+    ``num_workers=0`` (threads here), ``drop_last=False``, ``timeout=0`` (no limit), ``prefetch_factor=2``,
+    ``generator``;
     and ``seed`` (seeds the loader's own generator), ``device`` ('cpu' or 'cuda'), ``dtype``
     ('float32' by default; ``None`` leaves the transform's output dtype, e.g. uint8).
     """
 
     def __init__(self, dataset, batch_size: int = 1, shuffle: bool = False, sampler=None, batch_sampler=None,
                  num_workers: int = 0, drop_last: bool = False, device=None, seed: int | None = None,
-                 generator=None, dtype="float32", prefetch_factor: int = 2):
+                 generator=None, dtype="float32", prefetch_factor: int = 2, timeout: float = 0):
         if batch_sampler is not None:
             if batch_size != 1 or shuffle or sampler is not None or drop_last:
                 raise ValueError("batch_sampler is mutually exclusive with batch_size, shuffle, sampler and drop_last")
@@ -49,6 +55,13 @@ class DataLoader:
             raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
         if not isinstance(prefetch_factor, (int, np.integer)) or prefetch_factor < 1:
             raise ValueError(f"prefetch_factor must be an int >= 1, got {prefetch_factor!r}")
+        if not isinstance(timeout, numbers.Real) or isinstance(timeout, bool):
+            raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
+        if not timeout >= 0 or not math.isfinite(timeout):
+            raise ValueError(f"timeout option should be non-negative (and finite), got {timeout!r}")
+        if timeout > 0 and num_workers == 0:  # PyTorch refuses this too (when iterating)
+            raise ValueError(f"timeout={timeout!r} bounds the wait for worker threads: it needs num_workers > 0")
+        self.timeout = timeout
         if generator is None:
             generator = np.random.default_rng(seed if seed is not None
                                               else int(default_generator(np).integers(2 ** 63)))
@@ -99,22 +112,28 @@ class DataLoader:
         pool = ThreadPoolExecutor(max_workers=self.num_workers, thread_name_prefix="minidl-loader")
         pending = collections.deque()
         todo = iter(jobs)
+        timed_out = False
         try:
             for job in todo:
                 pending.append(pool.submit(self._load, *job))
                 if len(pending) >= self.num_workers * self.prefetch_factor:
                     break
             while pending:
-                batch = pending.popleft().result()
+                try:
+                    batch = pending.popleft().result(timeout=self.timeout or None)
+                except FuturesTimeout:
+                    timed_out = True
+                    raise RuntimeError(f"DataLoader timed out after {self.timeout} seconds") from None
                 for job in todo:
                     pending.append(pool.submit(self._load, *job))
                     break
                 yield batch
-        finally:  # also when the consumer stops early: drop queued work, wait for running batches
+        finally:  # also when the consumer stops early: drop queued work, wait for running batches (not a late one)
             for f in pending:
                 f.cancel()
-            pool.shutdown(wait=True)
+            pool.shutdown(wait=not timed_out)
 
     def __repr__(self):
         return (f"DataLoader({type(self.dataset).__name__} of {len(self.dataset)}, batch_size={self.batch_size}, "
-                f"batches={len(self)}, device={self.device!r}, num_workers={self.num_workers})")
+                f"batches={len(self)}, device={self.device!r}, num_workers={self.num_workers}"
+                + (f", timeout={self.timeout}" if self.timeout else "") + ")")

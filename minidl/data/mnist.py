@@ -87,7 +87,9 @@ class MNIST(ArrayDataset):
                 f"{type(self).__name__} {self.split} files not found: missing {', '.join(missing)} (raw or .gz). "
                 f"Put the official IDX files {names[0]}[.gz] and {names[1]}[.gz] in "
                 f"{os.path.join(self.root, self.folder)} (looked in {', '.join(self._dirs())}), set MINIDL_DATA to "
-                f"the folder that holds '{self.folder}/', or pass download=True.")
+                f"the folder that holds '{self.folder}/', or pass download=True.",
+                dataset=type(self).__name__, missing=[f"{n}[.gz]" for n in missing],
+                folder=os.path.join(self.root, self.folder))
         images, labels = self._load(*paths)
         super().__init__(images, labels, transform, target_transform)
 

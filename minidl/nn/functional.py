@@ -92,6 +92,7 @@ def _update_running_stats(running_mean, running_var, num_batches_tracked, moment
     per channel) is an int, or a 0-d array left on the device (SyncBatchNorm's, summed over the ranks)."""
     if num_batches_tracked is not None:
         num_batches_tracked.data += 1
+        num_batches_tracked._bump_version()
     if momentum is None:
         if num_batches_tracked is None:
             raise ValueError("batch_norm with momentum=None (cumulative average) needs num_batches_tracked")
@@ -106,6 +107,7 @@ def _update_running_stats(running_mean, running_var, num_batches_tracked, moment
         a = buf.data
         a *= _as_dtype(1.0 - factor, a.dtype)
         a += stat.astype(a.dtype, copy=False) * _as_dtype(factor, a.dtype)
+        buf._bump_version()
 
 
 def _as_dtype(v, dtype):

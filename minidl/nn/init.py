@@ -19,6 +19,7 @@ def _generator(tensor):
 
 def _fill(tensor, values):
     tensor.data[...] = values.astype(tensor.dtype, copy=False)
+    tensor._bump_version()
     return tensor
 
 
@@ -74,6 +75,7 @@ def normal_(tensor, mean: float = 0.0, std: float = 1.0):
 
 def constant_(tensor, val: float):
     tensor.data[...] = val
+    tensor._bump_version()
     return tensor
 
 

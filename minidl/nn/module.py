@@ -327,8 +327,15 @@ class Module:
     def load_state_dict(self, state_dict, strict: bool = True) -> IncompatibleKeys:
         """Copy values into this module's parameters and buffers (in place, cast to their
         dtype and device).  Nothing is copied if any error is found: with ``strict`` (the
-        default) missing and unexpected keys are errors; a shape mismatch always is.  One
-        RuntimeError lists every problem.  Returns (missing_keys, unexpected_keys)."""
+        default) missing and unexpected keys are errors; a shape mismatch always is, and so is a
+        value that is not a number array.  One RuntimeError lists every problem.  Returns
+        (missing_keys, unexpected_keys)."""
+        arrays, keys = self._check_state_dict(state_dict, strict)
+        self._copy_checked(arrays)
+        return keys
+
+    def _check_state_dict(self, state_dict, strict: bool = True):
+        """The checks of ``load_state_dict``, changing nothing: ([(tensor, array to copy)], IncompatibleKeys)."""
         if not hasattr(state_dict, "keys"):
             raise TypeError(f"load_state_dict expects a mapping of name -> tensor, got {type(state_dict).__name__}")
         own = self.state_dict(keep_vars=True)
@@ -341,6 +348,9 @@ class Module:
                 if tuple(a.shape) != tuple(t.shape):
                     mismatched.append(f"size mismatch for {k}: copying a tensor of shape {tuple(a.shape)} "
                                       f"from the state_dict, the shape in the current model is {tuple(t.shape)}")
+                elif a.dtype.kind not in ("biuf" if t.dtype.kind != "c" else "biufc"):
+                    mismatched.append(f"dtype mismatch for {k}: copying a tensor of dtype {a.dtype} from the "
+                                      f"state_dict into one of dtype {t.dtype}")
                 arrays[k] = a
         problems = []
         if strict and missing:
@@ -350,10 +360,14 @@ class Module:
         problems += mismatched
         if problems:
             raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(problems))
-        for k, a in arrays.items():
-            t = own[k]
+        return [(own[k], a) for k, a in arrays.items()], IncompatibleKeys(missing, unexpected)
+
+    @staticmethod
+    def _copy_checked(arrays: list):
+        """Copy the arrays that ``_check_state_dict`` returned into their tensors."""
+        for t, a in arrays:
             t.data[...] = backend.to_device(a, t.device).astype(t.dtype, copy=False)
-        return IncompatibleKeys(missing, unexpected)
+            t._bump_version()
 
     # ------------------------------------------------------------ printing
     def extra_repr(self) -> str:

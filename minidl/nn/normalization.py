@@ -35,9 +35,9 @@ class _BatchNorm(Module):
 
     def reset_running_stats(self):
         if self.track_running_stats:
-            self.running_mean.data[...] = 0
-            self.running_var.data[...] = 1
-            self.num_batches_tracked.data[...] = 0
+            for buf, value in ((self.running_mean, 0), (self.running_var, 1), (self.num_batches_tracked, 0)):
+                buf.data[...] = value
+                buf._bump_version()
 
     def forward(self, x):
         if x.ndim not in self._expected or x.shape[1] != self.num_features:

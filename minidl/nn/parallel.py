@@ -166,6 +166,7 @@ class DistributedDataParallel(Module):
             for t in ts:
                 n = t.data.size
                 t.data[...] = flat[off:off + n].reshape(t.data.shape)
+                t._bump_version()
                 off += n
 
     def extra_repr(self):

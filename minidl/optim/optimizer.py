@@ -3,11 +3,16 @@
 As in PyTorch, an optimizer holds ``param_groups`` (a list of dicts, each with its
 ``params`` and its own hyperparameters such as ``lr`` and ``weight_decay``) and
 ``state`` (a dict parameter -> dict of buffers such as ``momentum_buffer``).
-Subclasses implement ``step``; they update ``p.data`` in place with the array
+Subclasses implement ``_update``; they update ``p.data`` in place with the array
 module of the parameter (NumPy or CuPy) and never write into ``p.grad.data``,
-whose array may be shared with other tensors.
+whose array may be shared with other tensors; ``step`` counts each update in the
+parameter's version counter, so a graph that still holds the old values refuses backward.
 """
 from __future__ import annotations
+
+import numbers
+
+import numpy as np
 
 from minidl import backend
 from minidl.autograd import Tensor, enable_grad
@@ -108,6 +113,7 @@ class Optimizer:
                     raise TypeError(f"gradient of dtype {g.dtype} for a parameter of dtype {p.data.dtype}; "
                                     f"assign a gradient of the parameter's dtype")
                 self._update(p, g, group, self.state.setdefault(p, {}))
+                p._bump_version()
         return loss
 
     def _update(self, p: Tensor, g, group: dict, state: dict):
@@ -131,36 +137,63 @@ class Optimizer:
 
     def load_state_dict(self, state_dict: dict):
         """Load hyperparameters and buffers saved by ``state_dict``.  Buffers are copied onto each
-        parameter's device, floating-point ones cast to the parameter's dtype."""
+        parameter's device, floating-point ones cast to the parameter's dtype.  Everything is checked
+        first (the groups' sizes and settings, each buffer's shape): on an error nothing changes."""
+        self.param_groups, self.state = self._check_state_dict(state_dict)
+
+    def _check_state_dict(self, state_dict: dict):
+        """The checks and copies of ``load_state_dict``, changing nothing: (param_groups, state) to install.
+        A ValueError or TypeError says what does not fit, e.g. the state of another kind of optimizer."""
         if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
             raise ValueError("an optimizer state_dict is a dict with 'state' and 'param_groups' entries, got "
                              + (f"keys {sorted(map(str, state_dict))}" if isinstance(state_dict, dict)
                                 else type(state_dict).__name__))
-        saved_groups = state_dict["param_groups"]
+        saved_groups, saved_state = state_dict["param_groups"], state_dict["state"]
+        if not isinstance(saved_groups, (list, tuple)) or not all(isinstance(g, dict) for g in saved_groups):
+            raise TypeError("the state dict's 'param_groups' must be a list of dicts")
+        if not isinstance(saved_state, dict) or not all(isinstance(v, dict) for v in saved_state.values()):
+            raise TypeError("the state dict's 'state' must be a dict of parameter index -> dict of buffers")
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(f"loaded state dict has {len(saved_groups)} parameter groups, "
                              f"this optimizer has {len(self.param_groups)}")
-        for i, (mine, saved) in enumerate(zip(self.param_groups, saved_groups)):
-            if len(mine["params"]) != len(saved["params"]):
-                raise ValueError(f"parameter group {i} of the loaded state dict has {len(saved['params'])} "
-                                 f"parameters, this optimizer's has {len(mine['params'])}")
         by_index = {}
-        for mine, saved in zip(self.param_groups, saved_groups):
-            for idx, p in zip(saved["params"], mine["params"]):
+        for i, (mine, saved) in enumerate(zip(self.param_groups, saved_groups)):
+            params = saved.get("params")
+            if not isinstance(params, (list, tuple)) or not all(type(j) is int for j in params):
+                raise TypeError(f"parameter group {i} of the loaded state dict needs 'params', a list of parameter "
+                                f"indices, got {params!r:.60}")
+            if len(mine["params"]) != len(params):
+                raise ValueError(f"parameter group {i} of the loaded state dict has {len(params)} "
+                                 f"parameters, this optimizer's has {len(mine['params'])}")
+            lacking = [k for k in self.defaults if k not in saved]
+            foreign = sorted(set(saved) - set(self.defaults) - set(mine) - {"params"})
+            if lacking and foreign:  # another optimizer's settings (only lacking: an older minidl's, filled below)
+                raise ValueError(f"parameter group {i} of the loaded state dict has {', '.join(foreign)} and lacks "
+                                 f"{', '.join(lacking)}: it is not the state of a {type(self).__name__}")
+            for k, default in self.defaults.items():
+                if k in saved and not _same_kind(saved[k], default):
+                    raise TypeError(f"parameter group {i} of the loaded state dict has {k} = {saved[k]!r:.60}; "
+                                    f"a {type(self).__name__} takes a value like {default!r}")
+            for idx, p in zip(params, mine["params"]):
                 by_index[idx] = p
         new_state = {}
-        for idx, s in state_dict["state"].items():
+        for idx, s in saved_state.items():
             if idx not in by_index:
                 raise ValueError(f"loaded state dict has state for parameter {idx!r}, which no group lists")
             p = by_index[idx]
+            for k, v in s.items():
+                v = v.data if isinstance(v, Tensor) else v
+                if backend.is_array(v) and v.ndim and (tuple(v.shape) != tuple(p.shape) or v.dtype.kind not in "biuf"):
+                    raise ValueError(f"loaded state dict has a {k} of {v.dtype} {tuple(v.shape)} for parameter {idx}, "
+                                     f"of shape {tuple(p.shape)}")
             new_state[p] = {k: _copy_like(v, p, k) for k, v in s.items()}
         new_groups = []
         for mine, saved in zip(self.param_groups, saved_groups):
-            group = {k: v for k, v in saved.items() if k != "params"}
+            group = {k: mine[k] for k in self.defaults if k not in saved}  # settings newer than the checkpoint
+            group.update((k, v) for k, v in saved.items() if k != "params")
             group["params"] = mine["params"]
             new_groups.append(group)
-        self.param_groups = new_groups
-        self.state = new_state
+        return new_groups, new_state
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]
@@ -188,6 +221,21 @@ def chunks(*arrays):
     flat = [None if a is None else a.reshape(-1) for a in arrays]
     for start in range(0, live[0].size, CHUNK):
         yield tuple(None if f is None else f[start:start + CHUNK] for f in flat)
+
+
+def _same_kind(value, like) -> bool:
+    """Whether a loaded hyperparameter is of the kind of this optimizer's default (a number, a flag, a tuple of
+    numbers, ...); None on either side fits anything."""
+    if value is None or like is None:
+        return True
+    flags = (bool, np.bool_)
+    if isinstance(like, flags) or isinstance(value, flags):
+        return isinstance(like, flags) and isinstance(value, flags)
+    if isinstance(like, numbers.Real):
+        return isinstance(value, numbers.Real)
+    if isinstance(like, (tuple, list)):
+        return isinstance(value, (tuple, list)) and len(value) == len(like) and all(map(_same_kind, value, like))
+    return type(value) is type(like)
 
 
 def _check_hyper(name: str, value, ok: bool, expected: str):
