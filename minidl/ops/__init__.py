@@ -15,7 +15,7 @@ from minidl.ops.arith import Add, Cast, Div, MatMul, Mul, Neg, Pow, Sub, ToDevic
 from minidl.ops.elementwise import Abs, Clip, Exp, LeakyReLU, Log, ReLU, Sigmoid, Sqrt, Tanh
 from minidl.ops.loss import CrossEntropy, LogSoftmax, MSELoss, NLLLoss, Softmax
 from minidl.ops.reduce import Max, Mean, Min, Sum, Var
-from minidl.ops.shape import Concatenate, GetItem, Permute, Reshape, Stack
+from minidl.ops.shape import Concatenate, GetItem, Permute, Reshape, Stack, wrap_dim
 
 
 def _t(x):
@@ -85,15 +85,19 @@ def transpose(x, dim0=None, dim1=None):
     elif dim0 is None or dim1 is None:
         raise ValueError("transpose takes two axes to swap, or none to reverse all")
     else:
+        dim0, dim1 = wrap_dim(dim0, x.ndim), wrap_dim(dim1, x.ndim)
         axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
     return Permute(axes)(x)
 
 
 def flatten(x, start_dim=0, end_dim=-1):
     """Merge axes start_dim..end_dim into one."""
+    s, e = wrap_dim(start_dim, x.ndim), wrap_dim(end_dim, x.ndim)
+    if s > e:
+        raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} "
+                         f"for a tensor of shape {tuple(x.shape)}")
     if x.ndim == 0:
         return reshape(x, 1)
-    s, e = start_dim % x.ndim, end_dim % x.ndim
     n = 1
     for d in x.shape[s:e + 1]:
         n *= d
@@ -103,12 +107,12 @@ def flatten(x, start_dim=0, end_dim=-1):
 def squeeze(x, axis=None):
     if axis is None:
         return reshape(x, tuple(d for d in x.shape if d != 1))
-    axes = [a % x.ndim for a in ((axis,) if isinstance(axis, int) else axis)]
+    axes = [wrap_dim(a, x.ndim) for a in ((axis,) if isinstance(axis, int) else axis)]
     return reshape(x, tuple(d for i, d in enumerate(x.shape) if not (i in axes and d == 1)))
 
 
 def unsqueeze(x, axis):
-    axis = axis % (x.ndim + 1)
+    axis = wrap_dim(axis, x.ndim + 1)   # the new axis may also go after the last
     return reshape(x, x.shape[:axis] + (1,) + x.shape[axis:])
 
 

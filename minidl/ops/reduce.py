@@ -1,19 +1,15 @@
 """Reductions over axes: sum, mean, max, min, var (axis = int, tuple or None; keepdims)."""
 from minidl import backend
 from minidl.autograd import Function
+from minidl.ops.shape import wrap_dim
 
 
 def normalize_axes(axis, ndim):
-    """``axis`` (None, int or tuple, negative allowed) as a sorted tuple of non-negative axes."""
+    """``axis`` (None, int or tuple, negative allowed: ``wrap_dim``) as a sorted tuple of non-negative axes."""
     if axis is None:
         return tuple(range(ndim))
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    out = []
-    for a in axes:
-        if not -ndim <= a < max(ndim, 1):
-            raise ValueError(f"axis {a} is out of range for a tensor of {ndim} dimensions")
-        out.append(a % ndim if ndim else 0)
-    return tuple(sorted(set(out)))
+    return tuple(sorted(set(wrap_dim(a, ndim) for a in axes)))
 
 
 class _Reduce(Function):

@@ -3,6 +3,15 @@ from minidl import backend
 from minidl.autograd import Function, Tensor
 
 
+def wrap_dim(dim, ndim):
+    """``dim`` (negative counts from the end) as an axis in [0, ndim), PyTorch's rule: a dim outside
+    [-ndim, ndim) is an IndexError, and a 0-d tensor takes 0 and -1 as if it had one axis (giving 0)."""
+    n = max(ndim, 1)
+    if not -n <= dim < n:
+        raise IndexError(f"Dimension out of range (expected to be in range of [{-n}, {n - 1}], but got {dim})")
+    return dim % n
+
+
 class Reshape(Function):
     """y = x viewed with a new shape;  dx = gy viewed with x's shape"""
     name = "reshape"
@@ -30,7 +39,7 @@ class Permute(Function):
         self.axes = tuple(axes)
 
     def forward(self, x):
-        if sorted(a % max(x.ndim, 1) for a in self.axes) != list(range(x.ndim)):
+        if sorted(wrap_dim(a, x.ndim) for a in self.axes) != list(range(x.ndim)):
             raise ValueError(f"permute: {self.axes} is not a permutation of the {x.ndim} axes of shape {tuple(x.shape)}")
         return x.transpose(self.axes)
 
@@ -98,6 +107,7 @@ class Concatenate(Function):
 
     def forward(self, *xs):
         xp = backend.get_array_module(*xs)
+        self.axis = wrap_dim(self.axis, xs[0].ndim)
         self.sizes = [x.shape[self.axis] for x in xs]
         try:
             return xp.concatenate(xs, axis=self.axis)
@@ -122,6 +132,7 @@ class Stack(Function):
 
     def forward(self, *xs):
         xp = backend.get_array_module(*xs)
+        self.axis = wrap_dim(self.axis, xs[0].ndim + 1)   # the new axis may also go after the last
         try:
             return xp.stack(xs, axis=self.axis)
         except ValueError:
