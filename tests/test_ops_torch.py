@@ -68,3 +68,12 @@ def test_out_of_range_dims_are_refused_as_in_pytorch(expr):
 def test_flatten_layer_refuses_input_without_the_axes_it_merges(shape):
     """nn.Flatten() merges axes 1..-1: a 1-D (or 0-d) input has no axis 1."""
     assert_same_outcome("nn.Flatten()(x)", np.ones(shape))
+
+
+REPEATED = ["x.sum((0, 0))", "x.sum((0, -3))", "x.mean((1, 1))", "x.max((0, 0))", "x.min((2, -1))",
+            "x.var((0, 0))", "x.sum((0, 1), keepdims=True)", "x.var((-1, 0))", "x.permute(0, 0, 1)"]
+
+
+@pytest.mark.parametrize("expr", REPEATED)
+def test_a_dim_named_twice_is_refused_as_in_pytorch(expr):
+    assert_same_outcome(expr, np.random.default_rng(1).standard_normal(SHAPE))

@@ -5,11 +5,15 @@ from minidl.ops.shape import wrap_dim
 
 
 def normalize_axes(axis, ndim):
-    """``axis`` (None, int or tuple, negative allowed: ``wrap_dim``) as a sorted tuple of non-negative axes."""
+    """``axis`` (None, int or tuple, negative allowed: ``wrap_dim``) as a sorted tuple of non-negative axes;
+    an axis named twice is refused, as in PyTorch."""
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    return tuple(sorted(set(wrap_dim(a, ndim) for a in axes)))
+    axes = [wrap_dim(a, ndim) for a in ((axis,) if isinstance(axis, int) else axis)]
+    for a in axes:
+        if axes.count(a) > 1:
+            raise ValueError(f"axis={axis}: axis {a} of the {ndim}-d tensor appears more than once")
+    return tuple(sorted(axes))
 
 
 class _Reduce(Function):
