@@ -77,3 +77,21 @@ REPEATED = ["x.sum((0, 0))", "x.sum((0, -3))", "x.mean((1, 1))", "x.max((0, 0))"
 @pytest.mark.parametrize("expr", REPEATED)
 def test_a_dim_named_twice_is_refused_as_in_pytorch(expr):
     assert_same_outcome(expr, np.random.default_rng(1).standard_normal(SHAPE))
+
+
+SCALAR = [  # on a 0-d x: PyTorch takes dim 0 and -1 as if x had one axis, and refuses 1 and -2
+    "x.sum(-1)", "x.sum(0)", "x.sum(1)", "x.sum((0, -1))", "x.sum(0, keepdims=True)", "x.mean(0)", "x.mean(-2)",
+    "x.max(0)", "x.min(-1)", "x.max(0, keepdims=True)", "x.var(0)", "x.var(0, correction=0)",
+    "x.var(-1, keepdims=True)", "x.sum()", "x.var()",
+    "x.transpose(0, 0)", "x.transpose(0, -1)", "x.transpose(0, 1)", "x.permute(())", "x.permute(0)",
+    "x.squeeze()", "x.squeeze(0)", "x.squeeze(-1)", "x.squeeze(1)", "x.unsqueeze(0)", "x.unsqueeze(-1)",
+    "x.unsqueeze(1)", "x.unsqueeze(-2)", "x.flatten()", "x.flatten(0, 0)", "x.flatten(-1, 0)", "x.flatten(1)",
+    "x.softmax(0)", "x.log_softmax(-1)", "x.softmax(1)", "lib.stack([x, x], 0)", "lib.stack([x, x], -1)",
+    "lib.stack([x, x], 1)", "lib.cat([x, x])",
+]
+
+
+@pytest.mark.filterwarnings("ignore:var.*degrees of freedom", "ignore::RuntimeWarning")  # both warn of var(one value)
+@pytest.mark.parametrize("expr", SCALAR)
+def test_a_0d_tensor_takes_dim_0_and_minus_1_as_in_pytorch(expr):
+    assert_same_outcome(expr, np.array(0.7))

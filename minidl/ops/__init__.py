@@ -86,7 +86,8 @@ def transpose(x, dim0=None, dim1=None):
         raise ValueError("transpose takes two axes to swap, or none to reverse all")
     else:
         dim0, dim1 = wrap_dim(dim0, x.ndim), wrap_dim(dim1, x.ndim)
-        axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
+        if x.ndim:  # a 0-d tensor takes dims 0 and -1 and has no axes to swap
+            axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
     return Permute(axes)(x)
 
 

@@ -1,7 +1,7 @@
 """Softmax, log-softmax and the losses: cross-entropy (fused with log-softmax), NLL, MSE."""
 from minidl import backend
 from minidl.autograd import Function
-from minidl.ops.shape import wrap_dim
+from minidl.ops.reduce import normalize_axes
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -23,7 +23,7 @@ class Softmax(Function):
 
     def forward(self, x):
         xp = backend.get_array_module(x)
-        self.axis = wrap_dim(self.axis, x.ndim)
+        self.axis = normalize_axes(self.axis, x.ndim)   # (axis,), or () for a 0-d x
         e = xp.exp(x - x.max(axis=self.axis, keepdims=True))
         self.y = e / e.sum(axis=self.axis, keepdims=True)
         return self.y
@@ -41,7 +41,7 @@ class LogSoftmax(Function):
         self.axis = axis
 
     def forward(self, x):
-        self.axis = wrap_dim(self.axis, x.ndim)
+        self.axis = normalize_axes(self.axis, x.ndim)   # (axis,), or () for a 0-d x
         self.y = _log_softmax(x, self.axis)
         return self.y
 

@@ -6,14 +6,15 @@ from minidl.ops.shape import wrap_dim
 
 def normalize_axes(axis, ndim):
     """``axis`` (None, int or tuple, negative allowed: ``wrap_dim``) as a sorted tuple of non-negative axes;
-    an axis named twice is refused, as in PyTorch."""
+    an axis named twice is refused, as in PyTorch.  A 0-d tensor takes axis 0 (or -1) and has no axis to
+    reduce: ()."""
     if axis is None:
         return tuple(range(ndim))
     axes = [wrap_dim(a, ndim) for a in ((axis,) if isinstance(axis, int) else axis)]
     for a in axes:
         if axes.count(a) > 1:
             raise ValueError(f"axis={axis}: axis {a} of the {ndim}-d tensor appears more than once")
-    return tuple(sorted(axes))
+    return tuple(sorted(axes)) if ndim else ()
 
 
 class _Reduce(Function):

@@ -107,6 +107,8 @@ class Concatenate(Function):
 
     def forward(self, *xs):
         xp = backend.get_array_module(*xs)
+        if xs[0].ndim == 0:
+            raise ValueError("concatenate: 0-d tensors have no axis to join along; stack them instead")
         self.axis = wrap_dim(self.axis, xs[0].ndim)
         self.sizes = [x.shape[self.axis] for x in xs]
         try:
