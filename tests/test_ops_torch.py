@@ -95,3 +95,29 @@ SCALAR = [  # on a 0-d x: PyTorch takes dim 0 and -1 as if x had one axis, and r
 @pytest.mark.parametrize("expr", SCALAR)
 def test_a_0d_tensor_takes_dim_0_and_minus_1_as_in_pytorch(expr):
     assert_same_outcome(expr, np.array(0.7))
+
+
+POINTS = [0.0, -0.0, 1.0, -1.0, 2.0, 0.5, -0.5, 3.0, -2.0]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # log of 0 and of negatives, 0 to negative powers: on purpose
+def test_pow_and_both_its_gradients_match_pytorch_at_base_zero():
+    """d(a^b)/da = b a^(b-1) is 0 where b = 0 (not 0 * a^-1 = NaN at a = 0), and d(a^b)/db = a^b ln a is 0 where
+    a = 0 and b >= 0 (not 0 * -inf): PyTorch's rule.  Every pair of POINTS, as tensors both."""
+    a, b = (v.ravel() for v in np.meshgrid(POINTS, POINTS))
+    got, want = [], []
+    for lib, out in ((minidl, got), (torch, want)):
+        ta, tb = (lib.tensor(v, requires_grad=True) for v in (a, b))
+        y = ta ** tb
+        y.sum().backward()
+        out += [t.detach().numpy() if lib is torch else t.numpy() for t in (y, ta.grad, tb.grad)]
+    for what, g, w in zip(("a ** b", "d/da", "d/db"), got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=0, equal_nan=True, err_msg=f"{what} at a, b = {a}, {b}")
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("expr", ["x ** 0", "x ** 0.0", "x ** 2", "x ** 1", "x ** 0.5", "x ** -1", "0.0 ** x",
+                                  "2.0 ** x", "(-1.0) ** x"])
+def test_pow_with_a_constant_matches_pytorch(expr):
+    """(Not at -0.0: PyTorch computes x^-0.5 as rsqrt, -inf at -0.0, where IEEE's pow gives +inf.)"""
+    assert_same_outcome(expr, np.array([p for p in POINTS if p or not np.signbit(p)]))

@@ -99,7 +99,9 @@ class Div(_Binary):
 
 
 class Pow(_Binary):
-    """y = a ** b;  da = gy * b * a^(b-1),  db = gy * y * log(a)"""
+    """y = a ** b;  da = gy * b * a^(b-1),  db = gy * y * ln a,
+    each 0 where its product would be 0 times an infinity, as in PyTorch: da where b = 0 (a^-1 at a = 0),
+    db where a = 0 and b >= 0 (ln 0 = -inf)."""
     name = "pow"
 
     def compute(self, a, b):
@@ -109,8 +111,12 @@ class Pow(_Binary):
 
     def backward(self, gy):
         xp = backend.get_array_module(gy)
-        ga = unbroadcast(gy * self.b * self.a ** (self.b - 1), self.a_shape) if self.needs_input_grad[0] else None
-        gb = unbroadcast(gy * self.y * xp.log(self.a), self.b_shape) if self.needs_input_grad[1] else None
+        a, b = self.a, self.b
+        ga = gb = None
+        if self.needs_input_grad[0]:
+            ga = unbroadcast(gy * xp.where(b == 0, 0, b * a ** (b - 1)), self.a_shape)
+        if self.needs_input_grad[1]:
+            gb = unbroadcast(gy * xp.where((a == 0) & (b >= 0), 0, self.y * xp.log(a)), self.b_shape)
         return ga, gb
 
 
