@@ -121,3 +121,13 @@ def test_pow_and_both_its_gradients_match_pytorch_at_base_zero():
 def test_pow_with_a_constant_matches_pytorch(expr):
     """(Not at -0.0: PyTorch computes x^-0.5 as rsqrt, -inf at -0.0, where IEEE's pow gives +inf.)"""
     assert_same_outcome(expr, np.array([p for p in POINTS if p or not np.signbit(p)]))
+
+
+def test_sigmoid_keeps_the_digits_of_small_values_as_pytorch():
+    """float32 sigmoid(-20) is 2.06e-9, not 0 (as (1 + tanh(x/2)) / 2 gives), so log(sigmoid(x)) and its
+    gradient stay finite; on x in [-88, 88], where float32 e^-x does not overflow (below it both give 0)."""
+    x = np.linspace(-88, 88, 1761, dtype=np.float32)
+    y = minidl.Tensor(x).sigmoid().numpy()
+    assert y.dtype == np.float32 and y[680] == pytest.approx(2.0611537e-9, rel=1e-6)   # x = -20
+    np.testing.assert_allclose(y, torch.tensor(x).sigmoid().numpy(), rtol=1e-6, atol=0)
+    assert_same_outcome("x.sigmoid().log()", x)

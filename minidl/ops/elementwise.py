@@ -1,4 +1,6 @@
 """Elementwise functions of one tensor: exp, log, sqrt, abs, clip and the activations."""
+import numpy as np
+
 from minidl import backend
 from minidl.autograd import Function
 
@@ -93,17 +95,21 @@ class Tanh(Function):
 
 
 class Sigmoid(Function):
-    """y = 1 / (1 + e^-x), computed as (1 + tanh(x/2)) / 2, which never overflows;
-    dx = gy * y * (1 - y)"""
+    """y = 1 / (1 + e^-x);  dx = gy * y * (1 - y)
+
+    Small values keep their digits (float32 sigmoid(-20) = 2.06e-9, so log(sigmoid(x)) stays finite); where
+    e^-x overflows (x < -88 in float32) y = 1 / inf = 0, its limit, as in PyTorch.  Computed in place in one
+    new array."""
     name = "sigmoid"
     floating = ("input",)
 
     def forward(self, x):
         xp = backend.get_array_module(x)
-        y = xp.tanh(x * x.dtype.type(0.5))
+        y = xp.negative(x)
+        with np.errstate(over="ignore"):
+            xp.exp(y, out=y)
         y += 1
-        y *= x.dtype.type(0.5)
-        self.y = y
+        self.y = xp.reciprocal(y, out=y)
         return y
 
     def backward(self, gy):
