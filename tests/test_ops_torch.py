@@ -131,3 +131,35 @@ def test_sigmoid_keeps_the_digits_of_small_values_as_pytorch():
     assert y.dtype == np.float32 and y[680] == pytest.approx(2.0611537e-9, rel=1e-6)   # x = -20
     np.testing.assert_allclose(y, torch.tensor(x).sigmoid().numpy(), rtol=1e-6, atol=0)
     assert_same_outcome("x.sigmoid().log()", x)
+
+
+F32_EPS = float(np.finfo(np.float32).eps)
+
+
+@pytest.mark.parametrize("mean", [100, 1000])
+def test_batch_norm_in_float32_is_as_accurate_as_pytorchs_when_the_mean_is_large(mean, device, ops_mode):
+    """BatchNorm2d in training on mean + randn(32, 4, 8, 8), upstream gradient 1 + randn: y, dx, dweight and
+    the running statistics within twice PyTorch's float32 error and a few float32 roundings, both against
+    float64 on the same float32 input.  A float32 sum of x (the mean) or of gy x (dweight) loses the digits
+    that the spread lives in: 3-7 times PyTorch's error in dweight at mean 100, 7-10 times at 1000.
+    (dbias = sum gy does not involve x: PyTorch's CPU kernel sums it in float64, minidl in float32, within
+    sqrt(m) roundings.)"""
+    rng = np.random.default_rng(5)
+    x = (mean + rng.standard_normal((32, 4, 8, 8))).astype(np.float32)
+    gy = (1 + rng.standard_normal(x.shape)).astype(np.float32)
+
+    def run(lib, dtype):
+        layer = lib.nn.BatchNorm2d(4).to(dtype=dtype) if lib is torch else lib.nn.BatchNorm2d(4).to(device, dtype)
+        tx = (torch.tensor(x, dtype=dtype, requires_grad=True) if lib is torch else
+              minidl.Tensor(x.astype(dtype), requires_grad=True, device=device))
+        y = layer(tx)
+        y.backward(torch.tensor(gy, dtype=dtype) if lib is torch else minidl.Tensor(gy.astype(dtype), device=device))
+        out = [y, tx.grad, layer.weight.grad, layer.bias.grad, layer.running_mean, layer.running_var]
+        return [t.detach().numpy() if lib is torch else t.numpy() for t in out]
+
+    exact = run(torch, torch.float64)
+    theirs, mine = run(torch, torch.float32), run(minidl, np.float32)
+    for name, t, m, e in zip(("y", "dx", "dweight", "dbias", "running_mean", "running_var"), theirs, mine, exact):
+        err_t, err_m = (float(np.abs(a - e).max() / np.abs(e).max()) for a in (t, m))
+        bound = np.sqrt(x.size / 4) * F32_EPS if name == "dbias" else 2 * err_t + 4 * F32_EPS
+        assert m.dtype == np.float32 and err_m <= bound, f"{name}: error {err_m:.2g} against float64, PyTorch's {err_t:.2g}"

@@ -407,13 +407,18 @@ BatchNormSaved = namedtuple("BatchNormSaved", "x gamma mean inv_std m shape")
 
 def batch_norm_forward(x, gamma, beta, eps):
     """(y, mean, biased var, saved) of training-mode batch norm, with s = 1 / sqrt(var + eps), each step one
-    reduction or one pass: y = x - mu, var = mean y^2 (two passes, no cancellation), y *= gamma s, y += beta.
-    xhat is not kept: backward rebuilds what it needs from x."""
+    reduction or one pass.  The mean by the shifted-data algorithm, mu = k + mean(x - k) with k one value of
+    each channel: its float32 sum adds values of the spread's size, not the mean's, so a mean large against
+    the spread loses no digits.  Then y = x - mu (in place), var = mean y^2 (no cancellation), y *= gamma s,
+    y += beta.  xhat is not kept: backward rebuilds what it needs from x."""
     xp = backend.get_array_module(x)
     shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
     m = x.size // x.shape[1]
-    mean = channel_sum(x) / x.dtype.type(m)
-    y = x - mean.reshape(shape)                    # x - mu, scaled and shifted in place below
+    k = x[(0, slice(None)) + (0,) * (x.ndim - 2)]   # x[0, :, 0, 0]: one value of each channel
+    y = x - k.reshape(shape)                        # x - k, then x - mu, scaled and shifted, all in place
+    d = channel_sum(y) / x.dtype.type(m)            # mu - k
+    y -= d.reshape(shape)
+    mean = k + d
     var = channel_dot(y, y) / x.dtype.type(m)
     inv_std = 1 / xp.sqrt(var + x.dtype.type(eps))
     y *= (gamma * inv_std).reshape(shape)
@@ -422,17 +427,19 @@ def batch_norm_forward(x, gamma, beta, eps):
 
 
 def batch_norm_backward(gy, s, needs):
-    """(dx, dgamma, dbeta) with sum gy xhat = s (sum gy x - mu sum gy) and dx = a (gy + p x + q), a = gamma s,
-    p = -s sum(gy xhat) / m, q = -sum gy / m - p mu: one pass writing dx, three in place."""
+    """(dx, dgamma, dbeta) with xc = x - mu rebuilt in one pass (so that no sum over x loses digits to a large
+    mean), sum gy xhat = s sum gy xc and dx = a (gy + p xc - sum gy / m), a = gamma s, p = -s sum(gy xhat) / m:
+    dx written over xc, in place."""
     m = gy.dtype.type(s.m)
     sum_gy = channel_sum(gy)
-    sum_gy_xhat = s.inv_std * (channel_dot(gy, s.x) - s.mean * sum_gy)
+    xc = s.x - s.mean.reshape(s.shape)
+    sum_gy_xhat = s.inv_std * channel_dot(gy, xc)
     gx = None
     if needs[0]:
-        p = -s.inv_std * sum_gy_xhat / m
-        gx = s.x * p.reshape(s.shape)
+        gx = xc
+        gx *= (-s.inv_std * sum_gy_xhat / m).reshape(s.shape)
         gx += gy
-        gx += (-sum_gy / m - p * s.mean).reshape(s.shape)
+        gx -= (sum_gy / m).reshape(s.shape)
         gx *= (s.gamma * s.inv_std).reshape(s.shape)
     return gx, sum_gy_xhat, sum_gy
 

@@ -338,15 +338,21 @@ def from_channels_last(x2, shape):
     return backend.get_array_module(x2).moveaxis(x2.reshape(shape), -1, 1)
 
 
+def column_mean(x2):
+    """The mean of each column of x2 (M, C), summed in float64 (as PyTorch's CPU kernel does): a float32 sum of
+    values far from 0 loses the digits that tell them apart (batch norm of 100 + randn)."""
+    return x2.mean(axis=0, dtype="float64").astype(x2.dtype)
+
+
 def bn_stats_ref(x2):
     """(mean, biased variance) of each column of x2 (M, C)."""
-    mean = x2.mean(axis=0)
+    mean = column_mean(x2)
     d = x2 - mean
     return mean, (d * d).mean(axis=0)
 
 
 def bn_stats(x2):
-    mean = x2.mean(axis=0)
+    mean = column_mean(x2)
     return mean, _kernel(BN_SQUARED_DEVIATION)(x2, mean, axis=0) / x2.dtype.type(x2.shape[0])
 
 

@@ -24,7 +24,8 @@ def _check(x, what, **vectors):
 class BatchNorm(Function):
     """Training mode, over the m = N H W values of each channel (every axis but 1):
 
-        mu = (1/m) sum x,   var = (1/m) sum (x - mu)^2  (biased),   xhat = (x - mu) / sqrt(var + eps)
+        mu = (1/m) sum x,   var = (1/m) sum (x - mu)^2  (biased; both sums in float64: in float32 a mean
+        large against the spread loses the spread's digits),   xhat = (x - mu) / sqrt(var + eps)
         y = gamma xhat + beta
         dbeta = sum gy,   dgamma = sum gy xhat
         dx = gamma / (m sqrt(var + eps)) (m gy - dbeta - xhat dgamma)
@@ -49,8 +50,8 @@ class BatchNorm(Function):
         if self.fast:
             y, self.mean, self.var, self.saved = self.fast.batch_norm_forward(x, gamma, beta, self.eps)
             return y
-        mu = x.mean(axis=self.axes, keepdims=True)
-        var = ((x - mu) ** 2).mean(axis=self.axes, keepdims=True)
+        mu = x.mean(axis=self.axes, keepdims=True, dtype="float64").astype(x.dtype)
+        var = ((x - mu) ** 2).mean(axis=self.axes, keepdims=True, dtype="float64").astype(x.dtype)
         self.std = backend.get_array_module(x).sqrt(var + self.eps)
         self.xhat = (x - mu) / self.std
         self.gamma, self.mean, self.var = gamma.reshape(shape), mu.reshape(-1), var.reshape(-1)
