@@ -136,30 +136,63 @@ def test_sigmoid_keeps_the_digits_of_small_values_as_pytorch():
 F32_EPS = float(np.finfo(np.float32).eps)
 
 
-@pytest.mark.parametrize("mean", [100, 1000])
-def test_batch_norm_in_float32_is_as_accurate_as_pytorchs_when_the_mean_is_large(mean, device, ops_mode):
-    """BatchNorm2d in training on mean + randn(32, 4, 8, 8), upstream gradient 1 + randn: y, dx, dweight and
-    the running statistics within twice PyTorch's float32 error and a few float32 roundings, both against
-    float64 on the same float32 input.  A float32 sum of x (the mean) or of gy x (dweight) loses the digits
-    that the spread lives in: 3-7 times PyTorch's error in dweight at mean 100, 7-10 times at 1000.
-    (dbias = sum gy does not involve x: PyTorch's CPU kernel sums it in float64, minidl in float32, within
-    sqrt(m) roundings.)"""
+def batch_norm_inputs(mean):
+    """mean + randn(32, 4, 8, 8) and an upstream gradient 1 + randn, in float32."""
     rng = np.random.default_rng(5)
     x = (mean + rng.standard_normal((32, 4, 8, 8))).astype(np.float32)
-    gy = (1 + rng.standard_normal(x.shape)).astype(np.float32)
+    return x, (1 + rng.standard_normal(x.shape)).astype(np.float32)
 
-    def run(lib, dtype):
-        layer = lib.nn.BatchNorm2d(4).to(dtype=dtype) if lib is torch else lib.nn.BatchNorm2d(4).to(device, dtype)
-        tx = (torch.tensor(x, dtype=dtype, requires_grad=True) if lib is torch else
-              minidl.Tensor(x.astype(dtype), requires_grad=True, device=device))
-        y = layer(tx)
-        y.backward(torch.tensor(gy, dtype=dtype) if lib is torch else minidl.Tensor(gy.astype(dtype), device=device))
-        out = [y, tx.grad, layer.weight.grad, layer.bias.grad, layer.running_mean, layer.running_var]
-        return [t.detach().numpy() if lib is torch else t.numpy() for t in out]
 
-    exact = run(torch, torch.float64)
-    theirs, mine = run(torch, torch.float32), run(minidl, np.float32)
-    for name, t, m, e in zip(("y", "dx", "dweight", "dbias", "running_mean", "running_var"), theirs, mine, exact):
+def torch_batch_norm(x, gy, dtype):
+    """[y, dx, dweight, dbias, running_mean, running_var] of torch's BatchNorm2d in training, in ``dtype``."""
+    layer = torch.nn.BatchNorm2d(x.shape[1]).to(dtype)
+    tx = torch.tensor(x, dtype=dtype, requires_grad=True)
+    y = layer(tx)
+    y.backward(torch.tensor(gy, dtype=dtype))
+    out = [y, tx.grad, layer.weight.grad, layer.bias.grad, layer.running_mean, layer.running_var]
+    return [t.detach().numpy() for t in out]
+
+
+def assert_as_accurate_as_pytorch(x, gy, mine, names):
+    """Each of ``mine`` (minidl's float32 results, named ``names``) within twice PyTorch's float32 error and a
+    few float32 roundings, both against PyTorch in float64 on the same float32 input.  (dbias = sum gy does
+    not involve x: PyTorch's CPU kernel sums it in float64, minidl in float32, within sqrt(m) roundings.)"""
+    exact, theirs = (torch_batch_norm(x, gy, d) for d in (torch.float64, torch.float32))
+    for name, t, m, e in zip(names, theirs, mine, exact):
         err_t, err_m = (float(np.abs(a - e).max() / np.abs(e).max()) for a in (t, m))
-        bound = np.sqrt(x.size / 4) * F32_EPS if name == "dbias" else 2 * err_t + 4 * F32_EPS
-        assert m.dtype == np.float32 and err_m <= bound, f"{name}: error {err_m:.2g} against float64, PyTorch's {err_t:.2g}"
+        bound = np.sqrt(x.size / x.shape[1]) * F32_EPS if name == "dbias" else 2 * err_t + 4 * F32_EPS
+        assert m.dtype == np.float32 and err_m <= bound, \
+            f"{name}: error {err_m:.2g} against float64, PyTorch's {err_t:.2g}"
+
+
+@pytest.mark.parametrize("mean", [100, 1000])
+def test_batch_norm_in_float32_is_as_accurate_as_pytorchs_when_the_mean_is_large(mean, device, ops_mode):
+    """BatchNorm2d in training on mean + randn(32, 4, 8, 8): y, every gradient and the running statistics.
+    A float32 sum of x (the mean) or of gy x (dweight) loses the digits that the spread lives in: 3-7 times
+    PyTorch's error in dweight at mean 100, 7-10 times at 1000."""
+    x, gy = batch_norm_inputs(mean)
+    layer = minidl.nn.BatchNorm2d(4).to(device)
+    tx = minidl.Tensor(x, requires_grad=True, device=device)
+    y = layer(tx)
+    y.backward(minidl.Tensor(gy, device=device))
+    mine = [t.numpy() for t in (y, tx.grad, layer.weight.grad, layer.bias.grad, layer.running_mean,
+                                layer.running_var)]
+    assert_as_accurate_as_pytorch(x, gy, mine, ("y", "dx", "dweight", "dbias", "running_mean", "running_var"))
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_sync_batch_norm_in_float32_is_as_accurate_as_pytorchs_when_the_mean_is_large(ranks, device):
+    """The same for SyncBatchNorm's op, in one process: the sum over the ranks that it is given is the identity
+    (one rank) or doubles (two ranks holding the same share: the whole batch [x; x] has x's statistics)."""
+    from minidl.ops.sync_batch_norm import SyncBatchNorm
+
+    def reduce(a):
+        a *= ranks
+        return a
+
+    x, gy = batch_norm_inputs(100)
+    ts = [minidl.Tensor(a, requires_grad=True, device=device) for a in (x, np.ones(4, np.float32),
+                                                                       np.zeros(4, np.float32))]
+    y = SyncBatchNorm(reduce)(*ts)
+    y.backward(minidl.Tensor(gy, device=device))
+    assert_as_accurate_as_pytorch(x, gy, [y.numpy()] + [t.grad.numpy() for t in ts], ("y", "dx", "dweight", "dbias"))

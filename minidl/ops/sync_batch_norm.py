@@ -21,12 +21,14 @@ def channel_dot(a, b):
 class SyncBatchNorm(Function):
     """Rank r holds x_r of shape (N_r, C, ...), m_r = N_r * H * W positions per channel; R(.) sums over the ranks.
     M = R(m_r),  mu = R(sum x_r) / M,  var = R(sum (x_r - mu)^2) / M  (two passes and two all-reduces, as
-    batch_norm's two passes: no cancellation),  xhat = (x - mu) / sqrt(var + eps),  y = gamma xhat + beta.
+    batch_norm's two passes: no cancellation; sum x_r as m_r k_r + sum (x_r - k_r), k_r one value of each
+    channel, so that a mean large against the spread loses no digits to float32),
+    xhat = (x - mu) / sqrt(var + eps),  y = gamma xhat + beta.
     dx = gamma / (M sqrt(var + eps)) * (M gy - R(sum gy) - xhat R(sum gy xhat))  (one all-reduce of both sums);
     dgamma = sum gy xhat,  dbeta = sum gy  over this rank's share only, as in PyTorch's SyncBatchNorm: the
     data-parallel wrapper averages them with every other parameter's gradient.
-    Sums are local as in batch_norm (sum gy xhat = s (sum gy x - mu sum gy), s = 1 / sqrt(var + eps)); what
-    crosses ranks is reduced in float64.  ``self.mean``, ``self.var`` (biased) and ``self.count`` (M, a 0-d
+    Sums are local as in batch_norm (sum gy xhat = s sum gy (x - mu), s = 1 / sqrt(var + eps)); what crosses
+    ranks is reduced in float64.  ``self.mean``, ``self.var`` (biased) and ``self.count`` (M, a 0-d
     float64 array, left on the device) serve the running statistics."""
     name = "sync_batch_norm"
 
@@ -44,13 +46,17 @@ class SyncBatchNorm(Function):
         xp = backend.get_array_module(x)
         dt = x.dtype.type
         self.shape = (1, c) + (1,) * (x.ndim - 2)
+        m = x.size // c if c else 0
+        k = x[(0, slice(None)) + (0,) * (x.ndim - 2)] if m else xp.zeros(c, x.dtype)   # one value of each channel
+        y = x - k.reshape(self.shape)                 # x - k, then x - mu, scaled and shifted, all in place
         sums = xp.empty(c + 1, dtype="float64")
-        sums[:c] = channel_sum(x)
-        sums[c] = x.size // c if c else 0
+        sums[:c] = channel_sum(y) + m * k.astype("float64")   # sum x, summing x - k in float32 (as batch_norm)
+        sums[c] = m
         self.reduce(sums)
         self.count = sums[c]
-        self.mean = (sums[:c] / self.count).astype(x.dtype)
-        y = x - self.mean.reshape(self.shape)                   # x - mu, scaled and shifted in place below
+        mean = sums[:c] / self.count
+        y -= (mean - k).astype(x.dtype).reshape(self.shape)
+        self.mean = mean.astype(x.dtype)
         self.var = (self.reduce(channel_dot(y, y).astype("float64")) / self.count).astype(x.dtype)
         self.inv_std = 1 / xp.sqrt(self.var + dt(self.eps))
         y *= (gamma * self.inv_std).reshape(self.shape)
@@ -62,15 +68,16 @@ class SyncBatchNorm(Function):
         xp = backend.get_array_module(gy)
         c = gy.shape[1]
         sum_gy = channel_sum(gy)
-        sum_gy_xhat = self.inv_std * (channel_dot(gy, self.x) - self.mean * sum_gy)
+        xc = self.x - self.mean.reshape(self.shape)
+        sum_gy_xhat = self.inv_std * channel_dot(gy, xc)
         gx = None
         if self.needs_input_grad[0]:
             both = self.reduce(xp.concatenate([sum_gy, sum_gy_xhat]).astype("float64"))
             m = self.count.astype(gy.dtype)
             total_gy, total_gy_xhat = both[:c].astype(gy.dtype), both[c:].astype(gy.dtype)
-            p = -self.inv_std * total_gy_xhat / m                 # dx = a (gy + p x + q), as batch_norm's backward
-            gx = self.x * p.reshape(self.shape)
+            gx = xc                                      # dx = a (gy + p xc - R(sum gy) / M), as batch_norm's
+            gx *= (-self.inv_std * total_gy_xhat / m).reshape(self.shape)
             gx += gy
-            gx += (-total_gy / m - p * self.mean).reshape(self.shape)
+            gx -= (total_gy / m).reshape(self.shape)
             gx *= (self.gamma * self.inv_std).reshape(self.shape)
         return gx, sum_gy_xhat, sum_gy
