@@ -137,14 +137,15 @@ def test_maxpool_kernels_match_references(cfg, ties, emulated):
                                   K.maxpool_backward_ref(g, idx, xh.shape, op.kernel, op.stride, op.pads, out_hw))
 
 
-def test_maxpool_kernel_propagates_nan_like_numpy(emulated):
+def test_maxpool_kernel_propagates_nan_and_points_at_the_last_nan(emulated):
+    """As PyTorch's scan (a value greater than the best so far, or NaN): y is NaN, idx the window's last NaN."""
     xh = np.arange(2 * 4 * 4 * 1, dtype=np.float32).reshape(2, 4, 4, 1)
-    xh[0, 1, 0, 0] = np.nan
+    xh[0, 0, 1, 0] = xh[0, 1, 0, 0] = xh[1, 2, 3, 0] = np.nan
     y, idx = K.maxpool_forward(xh, (2, 2), (2, 2), (0, 0, 0, 0), (2, 2))
     y_ref, idx_ref = K.maxpool_forward_ref(xh, (2, 2), (2, 2), (0, 0, 0, 0), (2, 2))
     np.testing.assert_array_equal(y, y_ref)  # assert_array_equal treats NaN == NaN
     np.testing.assert_array_equal(idx, idx_ref)
-    assert np.isnan(y[0, 0, 0, 0])
+    assert np.isnan(y[0, 0, 0, 0]) and idx[0, 0, 0, 0] == 2 and idx[1, 1, 1, 0] == 1
 
 
 @pytest.mark.parametrize("shape", [(4, 3, 2, 3), (6, 5), (3, 2, 4)], ids=str)

@@ -19,7 +19,8 @@ REFUSALS = {IndexError: IndexError, RuntimeError: ValueError}
 
 def outcome(lib, expr, a):
     """Evaluate ``expr`` with x = a tensor of ``a`` in ``lib`` (minidl or torch, as ``lib`` and ``nn``):
-    (the value, x's gradient for the upstream gradient cos(value)) or the class of the error raised."""
+    (the value, x's gradient for an upstream gradient of finite values 0.5-2.5) or the class of the error
+    raised."""
     mine = lib is minidl
     if not mine:
         for ours, theirs in TORCH_SPELLING.items():
@@ -30,7 +31,7 @@ def outcome(lib, expr, a):
     except Exception as e:  # noqa: BLE001 - which error is what the test compares
         return type(e)
     value = y.numpy() if mine else y.detach().numpy()
-    gy = np.cos(value).astype(a.dtype)
+    gy = (1.5 + np.cos(np.arange(value.size))).reshape(value.shape).astype(a.dtype)
     y.backward(gy if mine else torch.tensor(gy))
     return value, x.grad.numpy()
 
@@ -125,12 +126,15 @@ def test_pow_with_a_constant_matches_pytorch(expr):
 
 def test_sigmoid_keeps_the_digits_of_small_values_as_pytorch():
     """float32 sigmoid(-20) is 2.06e-9, not 0 (as (1 + tanh(x/2)) / 2 gives), so log(sigmoid(x)) and its
-    gradient stay finite; on x in [-88, 88], where float32 e^-x does not overflow (below it both give 0)."""
+    gradient stay finite; on x in [-88, 88], where float32 e^-x does not overflow (below it both give 0), and
+    log on [-80, 88] (at -88, 1 / sigmoid(x) nears float32's largest value)."""
     x = np.linspace(-88, 88, 1761, dtype=np.float32)
     y = minidl.Tensor(x).sigmoid().numpy()
     assert y.dtype == np.float32 and y[680] == pytest.approx(2.0611537e-9, rel=1e-6)   # x = -20
     np.testing.assert_allclose(y, torch.tensor(x).sigmoid().numpy(), rtol=1e-6, atol=0)
-    assert_same_outcome("x.sigmoid().log()", x)
+    log_sigmoid, grad = outcome(minidl, "x.sigmoid().log()", x[80:])
+    assert np.isfinite(log_sigmoid).all() and np.isfinite(grad).all()
+    assert_same_outcome("x.sigmoid().log()", x[80:])
 
 
 F32_EPS = float(np.finfo(np.float32).eps)
@@ -196,3 +200,51 @@ def test_sync_batch_norm_in_float32_is_as_accurate_as_pytorchs_when_the_mean_is_
     y = SyncBatchNorm(reduce)(*ts)
     y.backward(minidl.Tensor(gy, device=device))
     assert_as_accurate_as_pytorch(x, gy, [y.numpy()] + [t.grad.numpy() for t in ts], ("y", "dx", "dweight", "dbias"))
+
+
+NAN = float("nan")
+WITH_NAN = np.array([NAN, -1.0, 0.0, -0.0, 2.0, np.inf, -np.inf, 0.5])
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")   # inf - inf, sqrt of negatives: on purpose
+@pytest.mark.parametrize("expr", ["x.relu()", "x.abs()", "nn.functional.leaky_relu(x, 0.1)", "x.clip(0, 1)",
+                                  "x.clip(min=0)", "x.sigmoid()", "x.tanh()", "x.exp()", "x.sqrt()"])
+def test_elementwise_gradients_at_nan_are_pytorchs(expr):
+    """PyTorch passes the gradient through ReLU at NaN (its mask is x <= 0, false at NaN), gives abs 0 there
+    (sign(NaN) = 0), LeakyReLU the slope and clamp 0."""
+    assert_same_outcome(expr, WITH_NAN)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("which", ["max", "min"])
+def test_max_and_min_send_the_gradient_to_a_nan_as_pytorch(which):
+    """A NaN is the maximum (and the minimum): x.max() shares the gradient among the NaNs as torch's x.max()
+    does, and x.max(axis) sends each slice's to its NaN as torch's x.max(dim).values (one NaN a slice and no
+    ties here: with ties minidl shares the gradient as torch's amax, where max(dim) picks one)."""
+    for axis in (None, 1, 0):
+        x = np.array([[1.0, NAN, 3.0], [4.0, 2.0, 0.0], [NAN, 5.0, NAN]])[:3 if axis is None else 2]
+        mx, tx = minidl.Tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+        y = getattr(mx, which)() if axis is None else getattr(mx, which)(axis)
+        ty = getattr(tx, which)() if axis is None else getattr(tx, which)(axis).values
+        gy = np.arange(1.0, 1.0 + y.numpy().size).reshape(y.shape)
+        y.backward(gy)
+        ty.backward(torch.tensor(gy))
+        np.testing.assert_array_equal(y.numpy(), ty.detach().numpy())
+        np.testing.assert_array_equal(mx.grad.numpy(), tx.grad.numpy(), err_msg=f"{which}(axis={axis})")
+
+
+@pytest.mark.parametrize("k,s,p", [(2, None, 0), (3, 1, 1), (3, 2, 1), (2, 1, 0)])
+def test_max_pool_sends_the_gradient_to_a_nan_as_pytorch(k, s, p, device, ops_mode):
+    """PyTorch's scan of a window takes a value that is greater or NaN: the gradient goes to the window's first
+    maximum, or to its last NaN.  Windows with one NaN, two NaNs, NaN beside -inf, none; overlapping ones."""
+    x = np.arange(2 * 3 * 6 * 6, dtype=np.float32).reshape(2, 3, 6, 6) % 7
+    x[0, 0, 0, 1] = x[0, 0, 3, 3] = x[0, 0, 2, 2] = x[1, 2, 5, 5] = NAN
+    x[0, 1, 1, 1] = x[1, 2, 4, 4] = -np.inf
+    mx = minidl.Tensor(x, requires_grad=True, device=device)
+    tx = torch.tensor(x, requires_grad=True)
+    y, ty = minidl.nn.functional.max_pool2d(mx, k, s, p), torch.nn.functional.max_pool2d(tx, k, s, p)
+    gy = np.arange(1.0, 1.0 + y.numpy().size, dtype=np.float32).reshape(y.shape)
+    y.backward(minidl.Tensor(gy, device=device))
+    ty.backward(torch.tensor(gy))
+    np.testing.assert_array_equal(y.numpy(), ty.detach().numpy())
+    np.testing.assert_array_equal(mx.grad.numpy(), tx.grad.numpy())

@@ -1,6 +1,6 @@
 """Backward of max_pool2d and relu on NumPy, bit for bit: the fast kernel's tiled path (one comparison, one
 product) against its general per-offset path, the reference op and a plain loop over windows, ties included;
-relu's against gy * (y > 0)."""
+relu's against gy * (y != 0) (PyTorch's mask, 0 where x <= 0: a NaN passes its gradient on)."""
 import numpy as np
 import pytest
 
@@ -130,7 +130,7 @@ def test_relu_backward_is_gy_times_the_mask_bit_for_bit(dtype, layout):
     with np.errstate(invalid="ignore"):  # inf * 0 = nan, on purpose
         y = op.forward(x)
         dx = op.backward(gy)
-        want = gy * (y > 0)
+        want = gy * (y != 0)
     assert dx.dtype == dtype and dx.shape == x.shape
     assert np.array_equal(dx, want, equal_nan=True)
     assert np.array_equal(np.signbit(dx), np.signbit(want))  # -0.0 where gy < 0 is masked, as gy * False

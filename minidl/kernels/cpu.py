@@ -319,7 +319,7 @@ def max_pool2d_forward(x, kernel, stride, pads, out_hw):
 
 
 def max_pool2d_backward(gy, s, needs=(True,)):
-    """dx: gy routed to the first maximum of each window (the reference's rule)."""
+    """dx: gy routed to the first maximum of each window, or its last NaN (the reference's rule)."""
     return unpad(max_pool_dxpad(gy.transpose(0, 2, 3, 1), s, pool_tiles(s)), s.x_shape, s.pads)
 
 
@@ -339,23 +339,41 @@ def keep_first(hits):
             xp.logical_or(taken, hits[k], out=taken)
 
 
+def keep_last_nan(slices, hits):
+    """In place: in each window holding NaN (whose y is NaN, so that no slice equals it and no hits[k] is
+    set), set the hit of its last NaN, where PyTorch's scan (a value greater than the best so far, or NaN)
+    ends.  ``slices``: the per-offset slices of xpad that ``hits`` (bool) were compared from."""
+    xp = backend.get_array_module(hits[0])
+    nans = [xp.isnan(sl) for sl in slices]
+    keep_first(nans[::-1])
+    for h, nan in zip(hits, nans):
+        xp.logical_or(h, nan, out=h)
+
+
 def max_pool_dxpad(g, s, tiled):
     """The gradient of the padded NHWC input from g = gy as (N, Ho, Wo, C).  Each offset's slice is compared
-    with y (hits[k] = slice_k == y), ``keep_first`` keeps only the first hit of each window, and gy times the
-    hits goes back.  With ``tiled`` windows the masks of all offsets are one array laid out like xpad, viewed
-    as (N, Ho, kh, Wo, kw, C): one comparison and one product give dxpad, with no per-offset passes.  Both
-    ways give the same numbers (a zero off the argmax is gy * 0, so -0.0 where gy < 0)."""
+    with y (hits[k] = slice_k == y), ``keep_first`` keeps only the first hit of each window (and, where y has
+    NaN, ``keep_last_nan`` adds the NaN windows' hits), and gy times the hits goes back.  With ``tiled``
+    windows the masks of all offsets are one array laid out like xpad, viewed as (N, Ho, kh, Wo, kw, C): one
+    comparison and one product give dxpad, with no per-offset passes.  Both ways give the same numbers (a
+    zero off the argmax is gy * 0, so -0.0 where gy < 0)."""
     xp = backend.get_array_module(g)
     (kh, kw), offsets, shape = s.kernel, _offsets(s.kernel), s.xpad.shape
+    has_nan = bool(xp.isnan(s.y).any())
     if tiled:
         (ho, wo), c = s.out_hw, shape[3]
-        hits = s.xpad.reshape(shape[0], ho, kh, wo, kw, c) == s.y[:, :, None, :, None]
+        xwin = s.xpad.reshape(shape[0], ho, kh, wo, kw, c)
+        hits = xwin == s.y[:, :, None, :, None]
         keep_first([hits[:, :, p, :, q] for p, q in offsets])
+        if has_nan:
+            keep_last_nan([xwin[:, :, p, :, q] for p, q in offsets], [hits[:, :, p, :, q] for p, q in offsets])
         return (g[:, :, None, :, None] * hits).reshape(shape)
     hits = xp.empty((len(offsets),) + s.y.shape, dtype=bool)
     for k, (p, q) in enumerate(offsets):
         xp.equal(pool_slice(s.xpad, p, q, s.stride, s.out_hw), s.y, out=hits[k])
     keep_first(hits)
+    if has_nan:
+        keep_last_nan([pool_slice(s.xpad, p, q, s.stride, s.out_hw) for p, q in offsets], hits)
     dxpad = xp.zeros(shape, dtype=g.dtype)
     for k, (p, q) in enumerate(offsets):
         pool_slice(dxpad, p, q, s.stride, s.out_hw)[...] += g * hits[k]

@@ -182,13 +182,9 @@ MAXPOOL_FORWARD = Spec(
                 v = x[((n * H + h) * W + w) * C + c];
             }
             int k = p * kw + q;
-            if (k == 0) {
-                best = v;
-            } else if (v > best) {
+            if (k == 0 || v > best || v != v) {
                 best = v;
                 arg = k;
-            } else if (v != v) {
-                best = v;
             }
         }
     }
@@ -196,7 +192,8 @@ MAXPOOL_FORWARD = Spec(
     idx = arg;
     """)
 """Max over each window, padding counting as -inf (``lowest``), and the window offset k = p kw + q of the
-maximum: the first one on ties, and NaN propagating, as the NumPy path (``greater``, then ``maximum``)."""
+maximum, by PyTorch's scan (a value greater than the best so far, or NaN): the first of tied maxima, the last
+NaN (so that the gradient goes to a NaN, as on the CPU)."""
 
 MAXPOOL_BACKWARD = Spec(
     "minidl_maxpool_backward",
@@ -251,7 +248,8 @@ def _index_dtype(xp, kernel):
 
 
 def maxpool_forward_ref(xh, kernel, stride, pads, out_hw):
-    """(y, idx), both (N, Ho, Wo, C), of an unpadded NHWC ``xh``: the window maxima and their offsets p kw + q."""
+    """(y, idx), both (N, Ho, Wo, C), of an unpadded NHWC ``xh``: the window maxima and their offsets p kw + q
+    (the first of tied maxima, the last NaN)."""
     xp = backend.get_array_module(xh)
     n, h, w, c = xh.shape
     (kh, kw), (s1, s2), (ho, wo) = kernel, stride, out_hw
@@ -265,7 +263,7 @@ def maxpool_forward_ref(xh, kernel, stride, pads, out_hw):
             if y is None:
                 y, idx = s.copy(), xp.zeros(s.shape, dtype=_index_dtype(xp, kernel))
             else:
-                idx = xp.where(s > y, p * kw + q, idx).astype(idx.dtype)
+                idx = xp.where((s > y) | xp.isnan(s), p * kw + q, idx).astype(idx.dtype)
                 y = xp.maximum(y, s)
     return y, idx
 

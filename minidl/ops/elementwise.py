@@ -45,7 +45,7 @@ class Sqrt(Function):
 
 
 class Abs(Function):
-    """y = |x|;  dx = gy * sign(x)"""
+    """y = |x|;  dx = gy * sign(x), with sign(NaN) = 0 as in PyTorch"""
     name = "abs"
 
     def forward(self, x):
@@ -53,7 +53,8 @@ class Abs(Function):
         return abs(x)
 
     def backward(self, gy):
-        return gy * backend.get_array_module(gy).sign(self.x)
+        xp = backend.get_array_module(gy)
+        return gy * xp.nan_to_num(xp.sign(self.x))   # NumPy's sign(NaN) is NaN
 
 
 class Clip(Function):
@@ -117,10 +118,11 @@ class Sigmoid(Function):
 
 
 class ReLU(Function):
-    """y = max(x, 0);  dx = gy where x > 0, else 0  (= gy * [y > 0])
+    """y = max(x, 0);  dx = 0 where x <= 0, else gy  (PyTorch's mask: a NaN passes its gradient on)
+    = gy * [y != 0], as y >= 0 or NaN.
 
-    Backward writes the mask [y > 0] as 1.0/0.0 straight into the new dx and multiplies by gy in place:
-    two float passes and no bool temporary to allocate and cast, the same numbers as gy * (y > 0), bit for
+    Backward writes the mask [y != 0] as 1.0/0.0 straight into the new dx and multiplies by gy in place:
+    two float passes and no bool temporary to allocate and cast, the same numbers as gy * (y != 0), bit for
     bit (tests/test_pool_relu.py)."""
     name = "relu"
 
@@ -130,7 +132,7 @@ class ReLU(Function):
 
     def backward(self, gy):
         xp = backend.get_array_module(gy)
-        dx = xp.greater(self.y, 0, out=xp.empty_like(gy))
+        dx = xp.not_equal(self.y, 0, out=xp.empty_like(gy))
         dx *= gy
         return dx
 

@@ -5,6 +5,7 @@ col[n, c, p, q, i, j] = xpad[n, c, s i + p, s j + q], reduced over the window's 
 puts each window's gradient into a dcol of the same shape and col2im adds it back where it was read.
 
     max:      y = max_{p, q} col,                 dcol = gy where (p, q) is the window's first maximum, else 0
+              (in a window holding NaN, y is NaN and the gradient goes to its last NaN, as in PyTorch)
     average:  y = (1 / (kh kw)) sum_{p, q} col,   dcol = gy / (kh kw) at every (p, q)
 
 Max pooling pads with -inf, average pooling with zeros that count in the divisor (count_include_pad=True, as
@@ -59,12 +60,16 @@ class _Pool2d(Function):
 
 class MaxPool2d(_Pool2d):
     """y[n, c, i, j] = max_{p, q} xpad[n, c, s i + p, s j + q]  (padding counts as -inf);
-    dx = col2im(dcol), dcol = gy at each window's first maximum (as PyTorch on ties), 0 elsewhere."""
+    dx = col2im(dcol), dcol = gy at each window's first maximum, 0 elsewhere.  As in PyTorch, whose scan of
+    a window takes a value greater than the best so far or NaN: the first of tied maxima, the last NaN."""
     name = "max_pool2d"
     fill = -float("inf")
 
     def pool(self, col):
-        self.arg = col.argmax(axis=2)                        # the first maximum of each window
+        xp = backend.get_array_module(col)
+        nan = xp.isnan(col)
+        last_nan = col.shape[2] - 1 - nan[:, :, ::-1].argmax(axis=2)
+        self.arg = xp.where(nan.any(axis=2), last_nan, col.argmax(axis=2))   # the window's last NaN, or first maximum
         return col.max(axis=2)
 
     def unpool(self, g):

@@ -65,7 +65,8 @@ class Mean(_Reduce):
 
 
 class Max(_Reduce):
-    """y = max_i x_i;  dx_i = gy / (number of maxima) where x_i is a maximum, else 0"""
+    """y = max_i x_i;  dx_i = gy / (number of maxima) where x_i is a maximum, else 0.
+    A NaN is the maximum where there is one (as in PyTorch: max() shares gy among the NaNs)."""
     name = "max"
 
     def reduce(self, x, axes):
@@ -76,13 +77,14 @@ class Max(_Reduce):
         return self.y if self.keepdims else self.y.reshape([s for i, s in enumerate(x.shape) if i not in axes])
 
     def backward(self, gy):
-        mask = self.x == self.y
+        xp = backend.get_array_module(gy)
+        mask = (self.x == self.y) | (xp.isnan(self.x) & xp.isnan(self.y))
         count = mask.sum(axis=self.axes, keepdims=True).astype(gy.dtype)
         return mask * (self.expand(gy) / count)
 
 
 class Min(Max):
-    """y = min_i x_i;  dx_i = gy / (number of minima) where x_i is a minimum, else 0"""
+    """y = min_i x_i;  dx_i = gy / (number of minima) where x_i is a minimum (or a NaN, as for max), else 0"""
     name = "min"
 
     def reduce(self, x, axes):
