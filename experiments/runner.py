@@ -233,11 +233,17 @@ def _clear_earlier_run(out_dir):
             os.remove(os.path.join(out_dir, f))
 
 
+# What the registry says about an experiment, not what it trains: a newer minidl may reword it, and a run
+# resumes under the new words.
+DESCRIPTION_FIELDS = ("title", "published", "notes", "report", "report_says", "report_params", "layer_table",
+                      "deviations")
+
+
 def _comparable(config: dict) -> dict:
     """A config as config.json holds it, without what may change between a run and its resumption."""
     config = json.loads(json.dumps(json_ready(config), default=str))
-    config.pop("command", None)
-    config.pop("epochs", None)
+    for key in ("command", "epochs") + DESCRIPTION_FIELDS:
+        config.pop(key, None)
     if isinstance(config.get("data"), dict):
         config["data"].pop("root", None)  # the same files may be reached from another folder
     return config

@@ -218,6 +218,27 @@ def test_cli_resume_refuses_a_changed_configuration_and_says_when_it_extends_the
     assert e.value.code == 2 and "already at epoch 2" in capsys.readouterr().err
 
 
+def test_cli_resume_ignores_the_experiments_description_but_not_its_training_settings(tmp_path, capsys):
+    """A run resumes after the registry's words about it changed (notes, title, the report's figures: a newer
+    minidl may reword them); a changed optimizer is still refused."""
+    common = ["run", "mnist-mlp", "--synthetic", "--quiet", "--limit", "64", "--out", str(tmp_path)]
+    assert main(common + ["--epochs", "1"]) == 0
+    path = tmp_path / "mnist-mlp" / "config.json"
+    config = json.load(open(path))
+    for key in ("title", "notes", "report", "report_says", "deviations"):
+        config[key] = "older wording"
+    config["published"] = {"metric": "test_acc", "value": 1.0, "text": "older figure"}
+    json.dump(config, open(path, "w"))
+    capsys.readouterr()
+    assert main(common + ["--epochs", "2", "--resume"]) == 0
+    config = json.load(open(path))
+    config["optimizer"]["lr"] = 0.5
+    json.dump(config, open(path, "w"))
+    with pytest.raises(SystemExit) as e:
+        main(common + ["--epochs", "3", "--resume"])
+    assert e.value.code == 2 and "optimizer" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("bad,flag", [(["--epochs", "0"], "--epochs"), (["--epochs", "-3"], "--epochs"),
                                       (["--limit", "-5"], "--limit"), (["--limit", "0"], "--limit"),
                                       (["--device", "gpu"], "--device"), (["--workers", "-2"], "--workers"),
