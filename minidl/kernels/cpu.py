@@ -425,23 +425,24 @@ BatchNormSaved = namedtuple("BatchNormSaved", "x gamma mean inv_std m shape")
 
 def batch_norm_forward(x, gamma, beta, eps):
     """(y, mean, biased var, saved) of training-mode batch norm, with s = 1 / sqrt(var + eps), each step one
-    reduction or one pass.  The mean by the shifted-data algorithm, mu = k + mean(x - k) with k one value of
-    each channel: its float32 sum adds values of the spread's size, not the mean's, so a mean large against
-    the spread loses no digits.  Then y = x - mu (in place), var = mean y^2 (no cancellation), y *= gamma s,
-    y += beta.  xhat is not kept: backward rebuilds what it needs from x."""
+    reduction or one pass.  Mean and variance by the shifted-data algorithm, with k a typical value of each
+    channel (the mean of the first four samples): mu = k + d, d = mean(x - k), var = mean (x - k)^2 - d^2.  Its
+    float32 sums add values of the spread's size, not the mean's, so a mean large against the spread loses no
+    digits, and d^2 cancels little of the mean square while k is within a few spreads of mu.  Then y = (x - k) gamma s + (beta - d gamma s), in place.  xhat is not kept: backward
+    rebuilds what it needs from x."""
     xp = backend.get_array_module(x)
     shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
-    m = x.size // x.shape[1]
-    k = x[(0, slice(None)) + (0,) * (x.ndim - 2)]   # x[0, :, 0, 0]: one value of each channel
-    y = x - k.reshape(shape)                        # x - k, then x - mu, scaled and shifted, all in place
-    d = channel_sum(y) / x.dtype.type(m)            # mu - k
-    y -= d.reshape(shape)
-    mean = k + d
-    var = channel_dot(y, y) / x.dtype.type(m)
+    m = x.dtype.type(x.size // x.shape[1])
+    head = x[:4]                                    # k: the first samples' mean, a typical value of each channel
+    k = channel_sum(head) / x.dtype.type(head.size // x.shape[1])
+    y = x - k.reshape(shape)                        # x - k, then scaled and shifted in place
+    d = channel_sum(y) / m                          # mu - k
+    var = xp.maximum(channel_dot(y, y) / m - d * d, 0)
     inv_std = 1 / xp.sqrt(var + x.dtype.type(eps))
-    y *= (gamma * inv_std).reshape(shape)
-    y += beta.reshape(shape)
-    return y, mean, var, BatchNormSaved(x, gamma, mean, inv_std, m, shape)
+    scale = gamma * inv_std
+    y *= scale.reshape(shape)
+    y += (beta - d * scale).reshape(shape)
+    return y, k + d, var, BatchNormSaved(x, gamma, k + d, inv_std, x.size // x.shape[1], shape)
 
 
 def batch_norm_backward(gy, s, needs):
