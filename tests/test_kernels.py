@@ -166,3 +166,17 @@ def test_minidl_ops_environment_variable():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
                          timeout=120)
     assert out.returncode != 0 and "MINIDL_OPS must be 'fast' (the default) or 'reference', got 'fastest'" in out.stderr
+
+
+@pytest.mark.parametrize("shape", [(32, 4, 8, 8), (64, 512)])
+def test_cpu_batch_norm_statistics_keep_float32_digits_with_a_large_mean_and_an_outlier(shape):
+    """The shifted-data mean and variance: a mean 100 spreads away, and the first sample's first value 30 spreads
+    off the mean (a shift by that one value would lose digits to (mu - k)^2)."""
+    x = (100 + np.random.default_rng(0).standard_normal(shape)).astype(np.float32)
+    x[(0, slice(None)) + (0,) * (len(shape) - 2)] = 130
+    c = x.shape[1]
+    _, mean, var, _ = cpu.batch_norm_forward(x, np.ones(c, np.float32), np.zeros(c, np.float32), 1e-5)
+    axes = (0,) + tuple(range(2, len(shape)))
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(mean, x64.mean(axis=axes), rtol=1e-6)
+    np.testing.assert_allclose(var, x64.var(axis=axes), rtol=1e-5)
