@@ -175,3 +175,23 @@ def test_before_after_runs_an_earlier_commit_beside_the_working_tree(capsys, mon
     out = before_after.main(["HEAD", "--nets", "B", "--what", "train4", "infer4", "--runs", "1"])
     assert set(out) == {"B train4", "B infer4"} and all(set(r) == {"before", "now", "torch"} for r in out.values())
     assert "minidl_before" in {m.split(".")[0] for m in __import__("sys").modules}
+
+
+@pytest.mark.skipif(torch is None, reason="torch is not installed (softmax_into_ce compares with it)")
+def test_softmax_into_ce_starts_both_frameworks_from_the_same_network(monkeypatch, capsys):
+    from benchmarks import softmax_into_ce as sce
+    tm, mm = sce.twin_models(torch, 3)
+    tm.eval(), mm.eval()
+    x = np.random.default_rng(0).standard_normal((5, 1, 28, 28)).astype(np.float32)
+    with torch.no_grad():
+        expected = tm(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(mm(minidl.tensor(x)).numpy(), expected, rtol=1e-5, atol=1e-6)
+    y = np.arange(20) % 10
+    assert sce.stalled(np.where(y == 4, 5, y), y) == [4] and sce.stalled(y, y) == []
+    rng = np.random.default_rng(1)
+    fake = (rng.standard_normal((200, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, 200),
+            rng.standard_normal((50, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, 50))
+    monkeypatch.setattr(sce, "load", lambda limit: fake)
+    sce.main(["--seeds", "0", "1", "--epochs", "1"])
+    out = capsys.readouterr().out
+    assert out.startswith("seed 0: minidl test ") and "PyTorch test" in out and "of 1, PyTorch" in out
