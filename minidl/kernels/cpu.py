@@ -428,8 +428,9 @@ def batch_norm_forward(x, gamma, beta, eps):
     reduction or one pass.  Mean and variance by the shifted-data algorithm, with k a typical value of each
     channel (the mean of the first four samples): mu = k + d, d = mean(x - k), var = mean (x - k)^2 - d^2.  Its
     float32 sums add values of the spread's size, not the mean's, so a mean large against the spread loses no
-    digits, and d^2 cancels little of the mean square while k is within a few spreads of mu.  Then y = (x - k) gamma s + (beta - d gamma s), in place.  xhat is not kept: backward
-    rebuilds what it needs from x."""
+    digits, and d^2 cancels little of the mean square while k is within a few spreads of mu.  Then
+    y = (x - k) gamma s + (beta - d gamma s), in place.  xhat is not kept: backward rebuilds what it needs
+    from x.  (What the accuracy costs: benchmarks/README.md, "What float32 accuracy costs batch norm".)"""
     xp = backend.get_array_module(x)
     shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
     m = x.dtype.type(x.size // x.shape[1])
@@ -442,7 +443,8 @@ def batch_norm_forward(x, gamma, beta, eps):
     scale = gamma * inv_std
     y *= scale.reshape(shape)
     y += (beta - d * scale).reshape(shape)
-    return y, k + d, var, BatchNormSaved(x, gamma, k + d, inv_std, x.size // x.shape[1], shape)
+    mean = k + d
+    return y, mean, var, BatchNormSaved(x, gamma, mean, inv_std, x.size // x.shape[1], shape)
 
 
 def batch_norm_backward(gy, s, needs):
