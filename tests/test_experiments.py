@@ -62,10 +62,9 @@ def test_registry_records_published_figures_and_configs():
     assert registry.DEFAULT == "mnist-cnn-logits" and registry.DEFAULT in registry.EXPERIMENTS
     default, faithful = registry.get("mnist-cnn-logits"), registry.get("mnist-cnn")
     assert default.model_kwargs == dict(faithful.model_kwargs, softmax_output=False)
-    assert {k: v for k, v in default.config().items() if k not in ("name", "title", "model_kwargs", "notes",
-                                                                     "deviations", "published", "report_says")} == \
-        {k: v for k, v in faithful.config().items() if k not in ("name", "title", "model_kwargs", "notes",
-                                                                   "deviations", "published", "report_says")}
+    differ = ("name", "title", "model_kwargs", "notes", "deviations", "published", "report_says")
+    assert ({k: v for k, v in default.config().items() if k not in differ} ==
+            {k: v for k, v in faithful.config().items() if k not in differ})
     assert registry.get("mnist-cnn").published["value"] == 96.56
     assert registry.get("mnist-cnn-l2").optimizer["weight_decay"] == 1e-4
     assert registry.get("cifar10-cnn-dropout-lr0.002").n_predictions == 7

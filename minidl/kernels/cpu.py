@@ -433,7 +433,8 @@ def batch_norm_forward(x, gamma, beta, eps):
     from x.  (What the accuracy costs: benchmarks/README.md, "What float32 accuracy costs batch norm".)"""
     xp = backend.get_array_module(x)
     shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
-    m = x.dtype.type(x.size // x.shape[1])
+    count = x.size // x.shape[1]                    # m, the values of each channel
+    m = x.dtype.type(count)
     head = x[:4]                                    # k: the first samples' mean, a typical value of each channel
     k = channel_sum(head) / x.dtype.type(head.size // x.shape[1])
     y = x - k.reshape(shape)                        # x - k, then scaled and shifted in place
@@ -444,7 +445,7 @@ def batch_norm_forward(x, gamma, beta, eps):
     y *= scale.reshape(shape)
     y += (beta - d * scale).reshape(shape)
     mean = k + d
-    return y, mean, var, BatchNormSaved(x, gamma, mean, inv_std, x.size // x.shape[1], shape)
+    return y, mean, var, BatchNormSaved(x, gamma, mean, inv_std, count, shape)
 
 
 def batch_norm_backward(gy, s, needs):
