@@ -19,6 +19,7 @@ import argparse
 import numpy as np
 
 import minidl as mdl
+from benchmarks import twin
 from experiments.registry import mnist_cnn
 from minidl.data.mnist import MNIST
 
@@ -34,13 +35,6 @@ def load(limit=None):
     return x[:n], y[:n], xt, yt
 
 
-def torch_model(torch):
-    nn = torch.nn
-    return nn.Sequential(nn.Conv2d(1, 10, 5), nn.MaxPool2d(2), nn.ReLU(), nn.Conv2d(10, 20, 5), nn.Dropout2d(0.5),
-                         nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(320, 50), nn.ReLU(),
-                         nn.Linear(50, 10), nn.Softmax(dim=1))
-
-
 def stalled(pred, y):
     """Classes whose recall is below 50%."""
     return [c for c in range(10) if (pred[y == c] == c).mean() < 0.5]
@@ -50,10 +44,7 @@ def twin_models(torch, seed):
     """The network in PyTorch with its default initialisation for ``seed``, and in minidl with the same weights."""
     torch.manual_seed(seed)
     mdl.manual_seed(seed)
-    tm = torch_model(torch)
-    mm = mnist_cnn(fc_dropout=None, softmax_output=True)
-    mm.load_state_dict({k: mdl.tensor(v.detach().numpy()) for k, v in tm.state_dict().items()})
-    return tm, mm
+    return twin.twin_models(torch, mnist_cnn(fc_dropout=None, softmax_output=True))
 
 
 def run_seed(torch, seed, data, epochs):

@@ -195,3 +195,69 @@ def test_softmax_into_ce_starts_both_frameworks_from_the_same_network(monkeypatc
     sce.main(["--seeds", "0", "1", "--epochs", "1"])
     out = capsys.readouterr().out
     assert out.startswith("seed 0: minidl test ") and "PyTorch test" in out and "of 1, PyTorch" in out
+
+
+_TWINNED = ["mnist-cnn", "mnist-mlp", "cifar10-cnn-dropout-lr0.002", "cifar10-lenet", "cifar10-bnconv-sweep",
+            "cifar10-keras-cnn-bn", "cifar10-own"]
+
+
+@pytest.mark.skipif(torch is None, reason="torch is not installed (benchmarks.twin compares with it)")
+@pytest.mark.parametrize("name", _TWINNED)
+def test_twin_starts_both_frameworks_from_the_same_network(name):
+    from benchmarks import twin
+    from experiments.registry import DATASETS, EXPERIMENTS, MODELS
+    exp = EXPERIMENTS[name]
+    torch.manual_seed(0)
+    tm, mm = twin.twin_models(torch, MODELS[exp.model](**exp.model_kwargs))
+    tm.eval(), mm.eval()
+    x = np.random.default_rng(0).standard_normal((3,) + tuple(DATASETS[exp.dataset][0])).astype(np.float32)
+    with torch.no_grad():
+        expected = tm(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(mm(minidl.tensor(x)).numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(torch is None, reason="torch is not installed (benchmarks.twin compares with it)")
+@pytest.mark.parametrize("opt", [{"name": "sgd", "lr": 0.01, "momentum": 0.9, "nesterov": True, "weight_decay": 0.5},
+                                 {"name": "adam", "lr": 0.01, "betas": (0.8, 0.9)}])
+def test_twin_optimizers_take_the_same_steps(opt):
+    # float64: Adam steps ~lr wherever a gradient is not 0, however small, so float32 rounding of near-zero
+    # gradients would move a few weights by a good part of a step
+    from benchmarks import twin
+    from experiments.registry import cifar10_cnn
+    from experiments.runner import make_optimizer
+    torch.manual_seed(1)
+    tm, mm = twin.twin_models(torch, cifar10_cnn())
+    tm, mm = tm.double(), mm.double()
+    topt, mopt = twin.torch_optimizer(torch, tm.parameters(), opt), make_optimizer(mm.parameters(), opt)
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((4, 3, 32, 32)), rng.integers(0, 10, 4)
+    for _ in range(3):
+        topt.zero_grad()
+        torch.nn.functional.cross_entropy(tm(torch.from_numpy(x)), torch.from_numpy(y)).backward()
+        topt.step()
+        mopt.zero_grad()
+        minidl.nn.CrossEntropyLoss()(mm(minidl.tensor(x)), minidl.tensor(y)).backward()
+        mopt.step()
+    for (k, t), (_, m) in zip(tm.state_dict().items(), mm.state_dict().items()):
+        np.testing.assert_allclose(m.numpy(), t.numpy(), rtol=1e-9, atol=1e-12, err_msg=k)
+
+
+@pytest.mark.skipif(torch is None, reason="torch is not installed (benchmarks.twin compares with it)")
+def test_twin_refuses_a_network_it_cannot_mirror():
+    from benchmarks import twin
+    with pytest.raises(TypeError, match="mirrors a minidl Sequential, got ResNet"):
+        twin.to_torch(torch, minidl.nn.resnet18(num_classes=10))
+    with pytest.raises(TypeError, match="no PyTorch twin for minidl's Identity"):
+        twin.to_torch(torch, minidl.nn.Sequential(minidl.nn.Linear(2, 2), minidl.nn.Identity()))
+
+
+@pytest.mark.skipif(torch is None, reason="torch is not installed (benchmarks.twin compares with it)")
+def test_twin_trains_both_and_reports_each(monkeypatch, capsys):
+    from benchmarks import twin
+    from experiments import runner
+    monkeypatch.setattr(twin, "load_data", lambda exp, limit: runner.load_data(exp, limit=64, source="synthetic"))
+    twin.main(["cifar10-cnn", "--epochs", "2", "--limit", "64"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("cifar10-cnn, seed 0: 64 training, ")
+    assert out[1].startswith("epoch 1: validation  PyTorch ") and out[2].startswith("epoch 2: ")
+    assert out[3].startswith("PyTorch: best validation ") and out[4].startswith("minidl: best validation ")
