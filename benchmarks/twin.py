@@ -7,7 +7,8 @@ its hyper-parameters, its luck).  The experiment's network is built in minidl, m
 PyTorch (``to_torch``), and both start from PyTorch's default initialisation for the seed; each step gives both
 the same batch from the experiment's own data pipeline (split, normalisation, augmentation), and each trains with
 the experiment's optimizer; only the dropout masks differ.  After every epoch it prints both networks' validation
-accuracy, and at the end their test accuracy.  Needs the experiment's data under $MINIDL_DATA and PyTorch.
+accuracy, and at the end their accuracy on the test set and on the training images (in evaluation mode).  Needs
+the experiment's data under $MINIDL_DATA and PyTorch.
 """
 from __future__ import annotations
 
@@ -96,7 +97,7 @@ def main(argv=None):
     exp = EXPERIMENTS[a.name]
     torch.manual_seed(a.seed)
     mdl.manual_seed(a.seed)
-    train, val, test, _, _, info = load_data(exp, limit=a.limit)
+    train, val, test, train_eval, _, info = load_data(exp, limit=a.limit)
     twin, model = twin_models(torch, MODELS[exp.model](**exp.model_kwargs))
     topt, mopt = torch_optimizer(torch, twin.parameters(), exp.optimizer), make_optimizer(model.parameters(),
                                                                                           exp.optimizer)
@@ -117,9 +118,9 @@ def main(argv=None):
         accs = accuracy(torch, twin, model, val)
         best = [b if b[0] >= acc else (acc, epoch) for b, acc in zip(best, accs)]  # the first best epoch
         print(f"epoch {epoch}: validation  PyTorch {accs[0]:.2f}%  minidl {accs[1]:.2f}%", flush=True)
-    accs = accuracy(torch, twin, model, test)
-    for name, (acc, ep), t in zip(("PyTorch", "minidl"), best, accs):
-        print(f"{name}: best validation {acc:.2f}% (epoch {ep}), final test {t:.2f}%")
+    tests, trains = accuracy(torch, twin, model, test), accuracy(torch, twin, model, train_eval)
+    for name, (acc, ep), t, r in zip(("PyTorch", "minidl"), best, tests, trains):
+        print(f"{name}: best validation {acc:.2f}% (epoch {ep}), final test {t:.2f}%, training images {r:.2f}%")
 
 
 if __name__ == "__main__":
