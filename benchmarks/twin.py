@@ -18,7 +18,7 @@ import numpy as np
 
 import minidl as mdl
 from experiments.registry import EXPERIMENTS, MODELS
-from experiments.runner import load_data, make_optimizer
+from experiments.runner import OPTIMIZERS, load_data, make_optimizer
 from minidl.data import DataLoader
 
 # minidl layer -> the same layer in PyTorch, built from the minidl module's own attributes
@@ -63,10 +63,9 @@ def twin_models(torch, model):
 
 
 def torch_optimizer(torch, params, cfg: dict):
-    """The experiment's optimizer (minidl's names and arguments are PyTorch's) in PyTorch."""
+    """The experiment's optimizer in PyTorch (minidl's optimizer classes and arguments are named as PyTorch's)."""
     cfg = dict(cfg)
-    names = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop"}
-    return getattr(torch.optim, names[cfg.pop("name")])(params, **cfg)
+    return getattr(torch.optim, OPTIMIZERS[cfg.pop("name")].__name__)(params, **cfg)
 
 
 def accuracy(torch, twin, model, dataset):

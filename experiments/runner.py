@@ -163,13 +163,15 @@ def load_data(exp: Experiment, data_dir=None, limit=None, source="real", seed=0,
 
 
 # ----------------------------------------------------------------- optimizer
+OPTIMIZERS = {"sgd": optim.SGD, "adam": optim.Adam, "adamw": optim.AdamW, "rmsprop": optim.RMSprop}
+
+
 def make_optimizer(params, cfg: dict):
     cfg = dict(cfg)
     name = cfg.pop("name")
-    classes = {"sgd": optim.SGD, "adam": optim.Adam, "adamw": optim.AdamW, "rmsprop": optim.RMSprop}
-    if name not in classes:
-        raise ValueError(f"unknown optimizer {name!r}; expected one of {sorted(classes)}")
-    return classes[name](params, **cfg)
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; expected one of {sorted(OPTIMIZERS)}")
+    return OPTIMIZERS[name](params, **cfg)
 
 
 # ----------------------------------------------------------------- one run
