@@ -1,6 +1,6 @@
 """A registered experiment trained in minidl and in PyTorch side by side, from the same weights, on the same batches.
 
-    python -m benchmarks.twin NAME [--epochs E] [--seed S] [--limit N] [--threads T]
+    python -m benchmarks.twin NAME [--variant LABEL] [--epochs E] [--seed S] [--limit N] [--threads T]
 
 Not a speed figure: an outcome comparison, to tell a minidl bug from a property of the experiment (its data copy,
 its hyper-parameters, its luck).  The experiment's network is built in minidl, mirrored layer for layer in
@@ -80,9 +80,23 @@ def accuracy(torch, twin, model, dataset):
     return [100 * r / len(dataset) for r in right]
 
 
+def experiment(name, variant):
+    """The registered experiment ``name``, or the variant ``variant`` of a sweep (which must name one)."""
+    exp = EXPERIMENTS[name]
+    labels = ", ".join(sorted(exp.variants()))
+    if exp.sweep and variant is None:
+        raise SystemExit(f"{name} is a sweep: choose --variant from {labels}")
+    if not exp.sweep and variant is not None:
+        raise SystemExit(f"{name} is not a sweep: --variant {variant!r} names nothing")
+    if variant is not None and variant not in exp.variants():
+        raise SystemExit(f"{name} has no variant {variant!r}; its variants: {labels}")
+    return exp if variant is None else exp.variants()[variant]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("name", choices=sorted(EXPERIMENTS), metavar="NAME", help="a registered experiment")
+    p.add_argument("--variant", default=None, help="a sweep's variant, by its label (a sweep needs one)")
     p.add_argument("--epochs", type=int, default=None, help="default: the experiment's")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="train on the first N images only (a quick check)")
@@ -93,7 +107,7 @@ def main(argv=None):
     except ImportError:
         raise SystemExit("benchmarks.twin compares with PyTorch: pip install torch")
     torch.set_num_threads(a.threads)
-    exp = EXPERIMENTS[a.name]
+    exp = experiment(a.name, a.variant)
     torch.manual_seed(a.seed)
     mdl.manual_seed(a.seed)
     train, val, test, train_eval, _, info = load_data(exp, limit=a.limit)
@@ -102,7 +116,8 @@ def main(argv=None):
                                                                                           exp.optimizer)
     tloss, mloss = torch.nn.CrossEntropyLoss(), mdl.nn.CrossEntropyLoss()
     loader = DataLoader(train, batch_size=exp.batch_size, shuffle=True, seed=a.seed)
-    print(f"{a.name}, seed {a.seed}: {info['n_train']} training, {info['n_val']} validation images, "
+    label = a.name if a.variant is None else f"{a.name} {a.variant}"
+    print(f"{label}, seed {a.seed}: {info['n_train']} training, {info['n_val']} validation images, "
           f"batch {exp.batch_size}, {exp.optimizer}")
     best = [(0.0, 0), (0.0, 0)]
     for epoch in range(1, (a.epochs or exp.epochs) + 1):

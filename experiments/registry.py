@@ -232,6 +232,10 @@ class Experiment:
                 cfg[k] = v
         return Experiment(**cfg)
 
+    def variants(self) -> dict:
+        """A sweep's variants by label, each an experiment of its own (same name, no sweep), in the sweep's order."""
+        return {v["label"]: self.with_overrides({**v, "sweep": []}) for v in self.sweep}
+
 
 EXPERIMENTS: dict = {}
 

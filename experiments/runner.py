@@ -524,10 +524,7 @@ def run(name, epochs=None, device="cpu", data_dir=None, out="runs", seed=0, limi
 
     t0 = time.perf_counter()
     results, histories = {}, {}
-    for variant in exp.sweep:
-        label = variant["label"]
-        vexp = exp.with_overrides({k: v for k, v in variant.items() if k != "label"})
-        vexp.sweep = []
+    for label, vexp in exp.variants().items():
         if progress and main:
             print(f"== {exp.name}: {label}", flush=True)
         results[label] = run_single(vexp, os.path.join(out_dir, label), **dict(kw, resume="auto" if resume else False))

@@ -261,3 +261,20 @@ def test_twin_trains_both_and_reports_each(monkeypatch, capsys):
     assert out[0].startswith("cifar10-cnn, seed 0: 64 training, ")
     assert out[1].startswith("epoch 1: validation  PyTorch ") and out[2].startswith("epoch 2: ")
     assert out[3].startswith("PyTorch: best validation ") and out[4].startswith("minidl: best validation ")
+
+
+def test_twin_trains_a_sweep_variant_by_its_label():
+    # a sweep's own settings are none of its variants (cifar10-bnconv-sweep's are Adam with ReLU), so the twin
+    # asks which variant to train and refuses a label the experiment does not have
+    from benchmarks import twin
+    exp = twin.experiment("cifar10-bnconv-sweep", "sgd-tanh")
+    assert exp.optimizer == {"name": "sgd", "lr": 1e-4} and exp.model_kwargs == {"activation": "tanh"}
+    assert exp.sweep == [] and exp.name == "cifar10-bnconv-sweep" and exp.epochs == 30
+    with pytest.raises(SystemExit, match="a sweep: choose --variant from adam-leakyrelu, adam-tanh, sgd-leakyrelu"):
+        twin.experiment("cifar10-bnconv-sweep", None)
+    with pytest.raises(SystemExit, match="no variant 'adam'; its variants: adam-leakyrelu, adam-tanh"):
+        twin.experiment("cifar10-bnconv-sweep", "adam")
+    with pytest.raises(SystemExit, match="cifar10-cnn is not a sweep: --variant 'adam-tanh' names nothing"):
+        twin.experiment("cifar10-cnn", "adam-tanh")
+    from experiments.registry import EXPERIMENTS
+    assert twin.experiment("cifar10-cnn", None) is EXPERIMENTS["cifar10-cnn"]
