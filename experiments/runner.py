@@ -353,8 +353,8 @@ def run_single(exp: Experiment, out_dir, device="cpu", data_dir=None, seed=0, li
                       monitor="val_acc")
     t_train = time.perf_counter()
     history = trainer.fit(exp.epochs, resume=last if resume else None)
-    # the epochs' own times, so that a resumed run counts the epochs trained before it too
-    train_time = sum(r.get("time_s") or 0.0 for r in history) if resume else time.perf_counter() - t_train
+    # the epochs' own times (training and validation), so that a resumed run counts the epochs before it too
+    train_time = sum(r.get("time_s") or 0.0 for r in history)
     earlier = train_time - (time.perf_counter() - t_train) if resume else 0.0
 
     if distributed:
@@ -522,7 +522,6 @@ def run(name, epochs=None, device="cpu", data_dir=None, out="runs", seed=0, limi
     if not exp.sweep:
         return run_single(exp, out_dir, **kw)
 
-    t0 = time.perf_counter()
     results, histories = {}, {}
     for label, vexp in exp.variants().items():
         if progress and main:
@@ -541,8 +540,9 @@ def run(name, epochs=None, device="cpu", data_dir=None, out="runs", seed=0, limi
     summary = dict(results[best])
     summary.update({"experiment": exp.name, "title": run_title(exp, exp.epochs), "best_variant": best,
                     "variants": {k: {m: v[m] for m in ("test_acc", "best_val_acc", "best_epoch", "final_val_acc",
-                                                        "train_time_s")} for k, v in results.items()},
-                    "wall_time_s": round(time.perf_counter() - t0, 1),
+                                                        "train_time_s", "wall_time_s")} for k, v in results.items()},
+                    # each variant's wall time counts its sessions before a resume; this process's would not
+                    "wall_time_s": round(sum(v["wall_time_s"] for v in results.values()), 1),
                     "train_time_s": round(sum(v["train_time_s"] for v in results.values()), 1),
                     "plots": sorted(f for f in os.listdir(out_dir) if f.endswith(".png"))})
     _json(os.path.join(out_dir, "metrics.json"), summary)

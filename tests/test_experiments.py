@@ -158,6 +158,20 @@ def test_cli_resume_matches_an_uninterrupted_run(tmp_path):
     assert [r["train_loss"] for r in ha] == [r["train_loss"] for r in hb]
 
 
+def test_a_resumed_sweep_counts_the_wall_time_of_its_earlier_sessions(tmp_path):
+    # a single run adds the time before a resume to its wall time; a sweep's is its variants' together, so a
+    # sweep resumed for its last epochs is not reported as taking only the last session's minutes
+    base = ["run", "cifar10-bnconv-sweep", "--smoke", "--synthetic", "--quiet", "--out", str(tmp_path)]
+    assert main(base + ["--epochs", "2"]) == 0
+    first = json.load(open(tmp_path / "cifar10-bnconv-sweep" / "metrics.json"))
+    assert main(base + ["--epochs", "2", "--resume"]) == 0  # every variant done: evaluated again, not trained
+    m = json.load(open(tmp_path / "cifar10-bnconv-sweep" / "metrics.json"))
+    walls = [v["wall_time_s"] for v in m["variants"].values()]
+    assert m["wall_time_s"] == pytest.approx(sum(walls), abs=0.1)
+    assert all(v["wall_time_s"] >= v["train_time_s"] for v in m["variants"].values())
+    assert m["wall_time_s"] > first["train_time_s"] and m["train_time_s"] == first["train_time_s"]
+
+
 def test_cli_missing_data_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["run", "mnist-cnn", "--data-dir", str(tmp_path / "none"), "--out", str(tmp_path), "--quiet",
