@@ -83,14 +83,15 @@ def accuracy(torch, twin, model, dataset):
 def experiment(name, variant):
     """The registered experiment ``name``, or the variant ``variant`` of a sweep (which must name one)."""
     exp = EXPERIMENTS[name]
-    labels = ", ".join(sorted(exp.variants()))
-    if exp.sweep and variant is None:
+    variants = exp.variants()
+    labels = ", ".join(sorted(variants))
+    if variants and variant is None:
         raise SystemExit(f"{name} is a sweep: choose --variant from {labels}")
-    if not exp.sweep and variant is not None:
+    if not variants and variant is not None:
         raise SystemExit(f"{name} is not a sweep: --variant {variant!r} names nothing")
-    if variant is not None and variant not in exp.variants():
+    if variant is not None and variant not in variants:
         raise SystemExit(f"{name} has no variant {variant!r}; its variants: {labels}")
-    return exp if variant is None else exp.variants()[variant]
+    return exp if variant is None else variants[variant]
 
 
 def main(argv=None):
